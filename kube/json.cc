@@ -91,7 +91,7 @@ JsonValue& ensureObject(JsonValue& obj, std::string_view name, JsonAlloc& a) {
   auto it = obj.FindMember(rapidjson::StringRef(name.data(), name.size()));
   if (it == obj.MemberEnd()) {
     obj.AddMember(str(name, a), JsonValue(rapidjson::kObjectType), a);
-    return obj[rapidjson::StringRef(name.data(), name.size())];
+    return (obj.MemberEnd() - 1)->value;
   }
   if (!it->value.IsObject()) it->value.SetObject();
   return it->value;
