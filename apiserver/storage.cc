@@ -1,0 +1,260 @@
+#include "apiserver/storage.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+
+namespace apiserver {
+
+bool Watcher::next(std::vector<Event>& out, std::chrono::milliseconds timeout) {
+  std::unique_lock l(mu_);
+  cv_.wait_for(l, timeout, [this] { return !queue_.empty() || closed_; });
+  while (!queue_.empty()) {
+    out.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return !(closed_ && out.empty());
+}
+
+void Watcher::close() {
+  std::lock_guard l(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
+bool Watcher::closed() const {
+  std::lock_guard l(mu_);
+  return closed_;
+}
+
+void Watcher::push(const Event& e) {
+  std::lock_guard l(mu_);
+  if (closed_) return;
+  if (queue_.size() >= maxQueue_) {
+    // Too slow a consumer: end its watch rather than grow without bound.
+    closed_ = true;
+  } else {
+    queue_.push_back(e);
+  }
+  cv_.notify_all();
+}
+
+Storage::~Storage() {
+  closeWatchers();
+  sqlite3_finalize(upsert_);
+  sqlite3_finalize(delete_);
+  sqlite3_finalize(setRv_);
+  if (db_ != nullptr) sqlite3_close(db_);
+}
+
+kube::Status Storage::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err != nullptr ? err : "unknown";
+    sqlite3_free(err);
+    return kube::Status::internal(std::string("sqlite: ") + m + " (in: " + sql + ")");
+  }
+  return kube::Status::ok();
+}
+
+kube::StatusOr<std::unique_ptr<Storage>> Storage::open(const std::string& path,
+                                                       size_t historySize) {
+  std::unique_ptr<Storage> s(new Storage());
+  s->historySize_ = historySize;
+  if (sqlite3_open(path.c_str(), &s->db_) != SQLITE_OK) {
+    return kube::Status::internal("cannot open " + path + ": " + sqlite3_errmsg(s->db_));
+  }
+  for (const char* sql : {
+           "PRAGMA journal_mode=WAL",
+           "PRAGMA synchronous=FULL",
+           "PRAGMA busy_timeout=5000",
+           "CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, rv INTEGER NOT NULL, "
+           "value BLOB NOT NULL) WITHOUT ROWID",
+           "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+           "INSERT OR IGNORE INTO meta(name, value) VALUES ('rv', 0)",
+       }) {
+    kube::Status st = s->exec(sql);
+    if (!st) return st;
+  }
+  auto prepare = [&](const char* sql, sqlite3_stmt** out) {
+    return sqlite3_prepare_v2(s->db_, sql, -1, out, nullptr) == SQLITE_OK;
+  };
+  if (!prepare("INSERT INTO objects(key, rv, value) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO "
+               "UPDATE SET rv = excluded.rv, value = excluded.value",
+               &s->upsert_) ||
+      !prepare("DELETE FROM objects WHERE key = ?1", &s->delete_) ||
+      !prepare("UPDATE meta SET value = ?1 WHERE name = 'rv'", &s->setRv_)) {
+    return kube::Status::internal(std::string("sqlite prepare: ") + sqlite3_errmsg(s->db_));
+  }
+  sqlite3_stmt* q = nullptr;
+  if (prepare("SELECT value FROM meta WHERE name = 'rv'", &q) && sqlite3_step(q) == SQLITE_ROW) {
+    s->rv_ = sqlite3_column_int64(q, 0);
+  }
+  sqlite3_finalize(q);
+  if (prepare("SELECT key, rv, value FROM objects", &q)) {
+    while (sqlite3_step(q) == SQLITE_ROW) {
+      std::string key(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)));
+      int64_t rv = sqlite3_column_int64(q, 1);
+      auto* data = static_cast<const char*>(sqlite3_column_blob(q, 2));
+      int n = sqlite3_column_bytes(q, 2);
+      s->objects_[key] = Entry{rv, std::make_shared<const std::string>(data, n)};
+      s->rv_ = std::max(s->rv_, rv);
+    }
+  }
+  sqlite3_finalize(q);
+  s->historyStartRv_ = s->rv_;
+  return s;
+}
+
+int64_t Storage::currentRv() const {
+  std::shared_lock l(mu_);
+  return rv_;
+}
+
+int64_t Storage::oldestWatchableRv() const {
+  std::shared_lock l(mu_);
+  return historyStartRv_;
+}
+
+std::optional<Entry> Storage::get(const std::string& key) const {
+  std::shared_lock l(mu_);
+  auto it = objects_.find(key);
+  if (it == objects_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::pair<std::string, Entry>> Storage::list(const std::string& prefix,
+                                                          const std::string& startAfter,
+                                                          size_t limit, int64_t* rvOut) const {
+  std::shared_lock l(mu_);
+  if (rvOut != nullptr) *rvOut = rv_;
+  std::vector<std::pair<std::string, Entry>> out;
+  auto it = startAfter.empty() ? objects_.lower_bound(prefix) : objects_.upper_bound(startAfter);
+  for (; it != objects_.end(); ++it) {
+    if (it->first.compare(0, prefix.size(), prefix) != 0) break;
+    out.emplace_back(it->first, it->second);
+    if (limit != 0 && out.size() >= limit) break;
+  }
+  return out;
+}
+
+size_t Storage::count() const {
+  std::shared_lock l(mu_);
+  return objects_.size();
+}
+
+kube::StatusOr<Entry> Storage::mutate(const std::string& key, const Mutator& fn) {
+  std::unique_lock l(mu_);
+  auto it = objects_.find(key);
+  const Entry* cur = it == objects_.end() ? nullptr : &it->second;
+  int64_t newRv = rv_ + 1;
+  auto decided = fn(cur, newRv);
+  if (!decided) return decided.status();
+  Mutation& m = *decided;
+  if (m.kind == Mutation::Kind::kNoChange) {
+    return cur != nullptr ? *cur : Entry{};
+  }
+  if (m.kind == Mutation::Kind::kDelete && cur == nullptr) return Entry{};
+
+  // Durable first: nothing is visible until SQLite has committed.
+  kube::Status st = exec("BEGIN IMMEDIATE");
+  if (!st) return st;
+  bool ok = true;
+  if (m.kind == Mutation::Kind::kWrite) {
+    sqlite3_bind_text(upsert_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(upsert_, 2, newRv);
+    sqlite3_bind_blob(upsert_, 3, m.json.data(), static_cast<int>(m.json.size()), SQLITE_STATIC);
+    ok = sqlite3_step(upsert_) == SQLITE_DONE;
+    sqlite3_reset(upsert_);
+  } else {
+    sqlite3_bind_text(delete_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    ok = sqlite3_step(delete_) == SQLITE_DONE;
+    sqlite3_reset(delete_);
+  }
+  if (ok) {
+    sqlite3_bind_int64(setRv_, 1, newRv);
+    ok = sqlite3_step(setRv_) == SQLITE_DONE;
+    sqlite3_reset(setRv_);
+  }
+  if (!ok) {
+    std::string msg = sqlite3_errmsg(db_);
+    (void)exec("ROLLBACK");
+    return kube::Status::internal("storage write failed: " + msg);
+  }
+  st = exec("COMMIT");
+  if (!st) {
+    (void)exec("ROLLBACK");
+    return st;
+  }
+  rv_ = newRv;
+
+  Event e;
+  e.key = key;
+  e.rv = newRv;
+  Entry result;
+  if (m.kind == Mutation::Kind::kWrite) {
+    result = Entry{newRv, std::make_shared<const std::string>(std::move(m.json))};
+    if (cur != nullptr) {
+      e.type = Event::Type::kModified;
+      e.old = cur->json;
+      it->second = result;
+    } else {
+      e.type = Event::Type::kAdded;
+      objects_.emplace(key, result);
+    }
+    e.object = result.json;
+  } else {
+    e.type = Event::Type::kDeleted;
+    // The last state as the mutator stamped it with the deletion's revision, as etcd reports it.
+    e.object = m.json.empty() ? cur->json : std::make_shared<const std::string>(std::move(m.json));
+    e.old = cur->json;
+    objects_.erase(it);
+  }
+  broadcast(e);
+  return result;
+}
+
+void Storage::broadcast(const Event& e) {
+  history_.push_back(e);
+  while (history_.size() > historySize_) {
+    historyStartRv_ = history_.front().rv;
+    history_.pop_front();
+  }
+  bool prune = false;
+  for (auto& w : watchers_) {
+    auto s = w.lock();
+    if (!s) {
+      prune = true;
+      continue;
+    }
+    if (e.key.compare(0, s->prefix_.size(), s->prefix_) == 0) s->push(e);
+  }
+  if (prune) {
+    std::erase_if(watchers_, [](const std::weak_ptr<Watcher>& w) { return w.expired(); });
+  }
+}
+
+kube::StatusOr<WatcherPtr> Storage::watch(const std::string& prefix, int64_t fromRv,
+                                          size_t maxQueue) {
+  std::unique_lock l(mu_);
+  if (fromRv < historyStartRv_) {
+    return kube::Status::gone("too old resource version: " + std::to_string(fromRv) + " (" +
+                              std::to_string(historyStartRv_ + 1) + ")");
+  }
+  auto w = std::make_shared<Watcher>(prefix, maxQueue);
+  for (const auto& e : history_) {
+    if (e.rv > fromRv && e.key.compare(0, prefix.size(), prefix) == 0) w->push(e);
+  }
+  watchers_.push_back(w);
+  return w;
+}
+
+void Storage::closeWatchers() {
+  std::unique_lock l(mu_);
+  for (auto& w : watchers_) {
+    if (auto s = w.lock()) s->close();
+  }
+  watchers_.clear();
+}
+
+}  // namespace apiserver

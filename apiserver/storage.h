@@ -1,0 +1,131 @@
+#pragma once
+// Storage: the control plane's durable state. Every object lives as its JSON text in SQLite (WAL,
+// synchronous=FULL: a write is on disk before it is acknowledged) and in an in-memory ordered map
+// that serves reads. One global, strictly increasing revision numbers every write; it becomes the
+// objects' `metadata.resourceVersion`. A bounded history of recent events feeds watches; a watch
+// from a revision older than the history gets 410 Gone.
+//
+// Keys are "<group|core>/<resource>/<namespace>/<name>" (namespace empty for cluster scope), so a
+// prefix selects one resource, optionally in one namespace.
+//
+// Thread safety: all methods may be called from any thread. Writes are serialised by one mutex
+// (SQLite has one writer anyway); reads take it shared. Watchers are fed under the same lock, so
+// a watch registered at revision R sees exactly the writes after R, in order, once each.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "kube/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace apiserver {
+
+using Text = std::shared_ptr<const std::string>;
+
+struct Entry {
+  int64_t rv = 0;
+  Text json;
+};
+
+struct Event {
+  enum class Type { kAdded, kModified, kDeleted };
+  Type type = Type::kAdded;
+  std::string key;
+  int64_t rv = 0;
+  Text object;  // for kDeleted: the last state, with the deletion's revision
+  Text old;     // previous state (kModified), for selector transitions
+};
+
+// One subscriber's queue. Closed when the storage stops or the subscriber falls too far behind
+// (its client re-watches from the last revision it saw).
+class Watcher {
+ public:
+  explicit Watcher(std::string prefix, size_t maxQueue) : prefix_(std::move(prefix)), maxQueue_(maxQueue) {}
+  // Waits up to `timeout` for events; moves them into `out`. Returns false once closed and drained.
+  bool next(std::vector<Event>& out, std::chrono::milliseconds timeout);
+  void close();
+  bool closed() const;
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  friend class Storage;
+  void push(const Event& e);
+  const std::string prefix_;
+  const size_t maxQueue_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> queue_;  // guarded by mu_
+  bool closed_ = false;      // guarded by mu_
+};
+using WatcherPtr = std::shared_ptr<Watcher>;
+
+// What a mutation decides, given the current entry.
+struct Mutation {
+  enum class Kind { kWrite, kDelete, kNoChange };
+  Kind kind = Kind::kNoChange;
+  // kWrite: the new object's text (already carrying the new revision); kDelete: optionally the
+  // last state stamped with the deletion's revision, for the DELETED event.
+  std::string json;
+  static Mutation write(std::string j) { return {Kind::kWrite, std::move(j)}; }
+  static Mutation remove(std::string last = {}) { return {Kind::kDelete, std::move(last)}; }
+  static Mutation noChange() { return {Kind::kNoChange, {}}; }
+};
+
+class Storage {
+ public:
+  ~Storage();
+  static kube::StatusOr<std::unique_ptr<Storage>> open(const std::string& path,
+                                                       size_t historySize = 10000);
+
+  int64_t currentRv() const;
+  std::optional<Entry> get(const std::string& key) const;
+  // Entries under `prefix` with keys > startAfter, in key order; at most `limit` (0: all).
+  std::vector<std::pair<std::string, Entry>> list(const std::string& prefix,
+                                                   const std::string& startAfter = "",
+                                                   size_t limit = 0, int64_t* rvOut = nullptr) const;
+  size_t count() const;
+
+  // Atomic read-modify-write of one key. `fn` gets the current entry (nullptr if absent) and the
+  // revision this write will carry. Returns the stored entry (json null after a delete; the old
+  // entry on kNoChange).
+  using Mutator = std::function<kube::StatusOr<Mutation>(const Entry* current, int64_t newRv)>;
+  kube::StatusOr<Entry> mutate(const std::string& key, const Mutator& fn);
+
+  // Subscribes to events under `prefix` after revision `fromRv`; 410 if the history no longer
+  // reaches back that far.
+  kube::StatusOr<WatcherPtr> watch(const std::string& prefix, int64_t fromRv,
+                                   size_t maxQueue = 100000);
+  // Closes every watcher (shutdown).
+  void closeWatchers();
+  int64_t oldestWatchableRv() const;
+
+ private:
+  Storage() = default;
+  kube::Status exec(const char* sql);
+  void broadcast(const Event& e);
+
+  mutable std::shared_mutex mu_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* upsert_ = nullptr;
+  sqlite3_stmt* delete_ = nullptr;
+  sqlite3_stmt* setRv_ = nullptr;
+  std::map<std::string, Entry> objects_;  // guarded by mu_
+  int64_t rv_ = 0;                        // guarded by mu_
+  std::deque<Event> history_;             // guarded by mu_
+  size_t historySize_ = 10000;
+  int64_t historyStartRv_ = 0;            // events with rv > this are all in history_
+  std::vector<std::weak_ptr<Watcher>> watchers_;  // guarded by mu_
+};
+
+}  // namespace apiserver
