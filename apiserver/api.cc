@@ -46,6 +46,17 @@ std::string statusJson(const Status& st, const std::string& name, const std::str
     if (!name.empty()) kube::setString(det, "name", name, a);
     if (!group.empty()) kube::setString(det, "group", group, a);
     if (!kind.empty()) kube::setString(det, "kind", kind, a);
+    if (!st.causes().empty()) {
+      JsonValue causes(rapidjson::kArrayType);
+      for (const auto& c : st.causes()) {
+        JsonValue cv(rapidjson::kObjectType);
+        kube::setString(cv, "reason", c.reason, a);
+        kube::setString(cv, "message", c.message, a);
+        kube::setString(cv, "field", c.field, a);
+        causes.PushBack(std::move(cv), a);
+      }
+      det.AddMember("causes", std::move(causes), a);
+    }
     d.AddMember("details", std::move(det), a);
   }
   d.AddMember("code", st.code(), a);
@@ -67,6 +78,29 @@ Status conflict(const ResourceType& rt, const std::string& name) {
                           "latest version and try again");
 }
 
+// Field errors are rendered "<field>: <type>: <detail>"; the causes repeat them structured, which
+// is what kubectl prints under "The Widget "w" is invalid:".
+std::vector<kube::StatusCause> causesOf(const std::vector<std::string>& errs) {
+  static const std::pair<const char*, const char*> kReasons[] = {
+      {"Required value", "FieldValueRequired"},   {"Invalid value", "FieldValueInvalid"},
+      {"Unsupported value", "FieldValueNotSupported"}, {"Too long", "FieldValueTooLong"},
+      {"Too many", "FieldValueTooMany"},         {"Duplicate value", "FieldValueDuplicate"},
+      {"Forbidden", "FieldValueForbidden"},      {"Not found", "FieldValueNotFound"}};
+  std::vector<kube::StatusCause> out;
+  for (const auto& e : errs) {
+    kube::StatusCause c;
+    size_t sep = e.find(": ");
+    c.field = sep == std::string::npos ? "" : e.substr(0, sep);
+    c.message = sep == std::string::npos ? e : e.substr(sep + 2);
+    c.reason = "FieldValueInvalid";
+    for (const auto& [type, reason] : kReasons) {
+      if (c.message.rfind(type, 0) == 0) c.reason = reason;
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 Status invalid(const ResourceType& rt, const std::string& name,
                const std::vector<std::string>& errs) {
   std::string msg = qualifiedKind(rt) + " \"" + name + "\" is invalid: ";
@@ -77,7 +111,7 @@ Status invalid(const ResourceType& rt, const std::string& name,
     for (size_t i = 0; i < errs.size(); ++i) msg += (i ? ", " : "") + errs[i];
     msg += "]";
   }
-  return Status::invalid(msg);
+  return Status::invalid(msg).withCauses(causesOf(errs));
 }
 
 std::string rvString(int64_t rv) { return std::to_string(rv); }
@@ -347,8 +381,9 @@ struct Api::Call {
     return it == query.end() ? "" : it->second;
   }
   void fail(const Status& st) {
-    w.respond(st.code(), kJson,
-              statusJson(st, ri.name, ri.group, ri.resource.empty() ? "" : ri.resource));
+    // Invalid errors name the kind (as NewInvalid does); the others name the resource.
+    std::string kind = st.code() == 422 && rt ? rt->kind : ri.resource;
+    w.respond(st.code(), kJson, statusJson(st, ri.name, ri.group, kind));
   }
   void ok(int code, const std::string& body) { w.respond(code, kJson, body); }
 };
@@ -421,6 +456,13 @@ void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
 
 void Api::serveResource(Call& c) {
   const std::string& verb = c.ri.verb;
+  if ((verb == "create" || verb == "update") &&
+      mediaType(c.req.header("content-type")) == "application/vnd.kubernetes.protobuf") {
+    c.fail(Status::unsupportedMediaType(
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json, application/yaml"));
+    return;
+  }
   // For create the name is in the body: authorise after reading it.
   if (verb != "create") {
     Status st = auth_.authorize(c.id, c.ri);
@@ -749,7 +791,7 @@ Status Api::prepareUpdate(const ResourceTypePtr& rt, Json& obj, const Json& old,
     // Only status may change through /status: everything else comes from the stored object.
     Json merged = kube::cloneJson(old);
     copyMember(merged, obj, "status");
-    obj.Swap(merged);
+    obj.CopyFrom(merged, a);  // (not Swap: that would swap allocators under `a`)
   } else if (rt->statusSubresource) {
     copyMember(obj, old, "status");  // status is ignored on the main resource
   }
@@ -803,12 +845,16 @@ StatusOr<Entry> Api::writeUpdate(
   bool deleted = false;
   bool wasCreated = false;
   std::string dryRunText;
+  std::string finalText;  // the object's last state when this write completed its deletion
+  // Checked outside the storage lock (Storage reads would deadlock inside a mutator); a namespace
+  // deleted in between leaves an object that namespace termination then removes.
+  Status nsCheck = createIfMissing && !storage_.get(rt->key(ns, name)) ? namespaceAcceptsCreates(rt, ns)
+                                                                       : Status::ok();
   auto res = storage_.mutate(rt->key(ns, name), [&](const Entry* cur,
                                                      int64_t newRv) -> StatusOr<Mutation> {
     if (cur == nullptr) {
       if (!createIfMissing) return notFound(*rt, name);
-      Status nsSt = namespaceAcceptsCreates(rt, ns);
-      if (!nsSt) return nsSt;
+      if (!nsCheck) return nsCheck;
       auto obj = produce(nullptr);
       if (!obj) return obj.status();
       JsonValue& md = kube::ensureObject(*obj, "metadata", obj->GetAllocator());
@@ -855,7 +901,8 @@ StatusOr<Entry> Api::writeUpdate(
     if (kube::find(*obj, {"metadata", "deletionTimestamp"}) != nullptr && finalizerCount(*obj) == 0 &&
         specFinalized) {
       deleted = true;  // the last finalizer is gone: the deletion completes
-      return Mutation::remove(kube::toJson(*obj));
+      finalText = kube::toJson(*obj);
+      return Mutation::remove(finalText);
     }
     return Mutation::write(kube::toJson(*obj));
   });
@@ -864,9 +911,7 @@ StatusOr<Entry> Api::writeUpdate(
   if (dryRun && !dryRunText.empty()) return Entry{0, std::make_shared<const std::string>(dryRunText)};
   if (deleted) {
     afterWrite(rt, *res, true);
-    auto e = storage_.get(rt->key(ns, name));
-    (void)e;
-    return Entry{res->rv, nullptr};
+    return Entry{res->rv, std::make_shared<const std::string>(std::move(finalText))};
   }
   afterWrite(rt, *res, false);
   return res;
@@ -897,11 +942,11 @@ void Api::afterWrite(const ResourceTypePtr& rt, const Entry& e, bool deleted) {
 StatusOr<Entry> Api::create(const ResourceTypePtr& rt, const std::string& ns, Json obj,
                             const std::string& fieldManager) {
   std::string name = kube::name(obj);
+  Status nsCheck = namespaceAcceptsCreates(rt, ns);
+  if (!nsCheck) return nsCheck;
   auto res = storage_.mutate(rt->key(ns, name), [&](const Entry* cur, int64_t newRv) -> StatusOr<Mutation> {
     if (cur != nullptr) return Status::alreadyExists(qualifiedResource(*rt) + " \"" + name + "\" already exists");
-    Status st = namespaceAcceptsCreates(rt, ns);
-    if (!st) return st;
-    st = prepareCreate(rt, ns, obj, newRv, fieldManager, "Strict", false);
+    Status st = prepareCreate(rt, ns, obj, newRv, fieldManager, "Strict", false);
     if (!st) return st;
     return Mutation::write(kube::toJson(obj));
   });
@@ -960,11 +1005,14 @@ void Api::serveCreate(Call& c) {
   bool dryRun = c.param("dryRun") == "All";
   Json obj = std::move(*body);
   std::string dryText;
+  Status nsCheck = namespaceAcceptsCreates(c.rt, c.ri.ns);
+  if (!nsCheck) {
+    c.fail(nsCheck);
+    return;
+  }
   auto res = storage_.mutate(c.rt->key(c.ri.ns, name), [&](const Entry* cur, int64_t newRv) -> StatusOr<Mutation> {
     if (cur != nullptr) return Status::alreadyExists(qualifiedResource(*c.rt) + " \"" + name + "\" already exists");
-    Status s = namespaceAcceptsCreates(c.rt, c.ri.ns);
-    if (!s) return s;
-    s = prepareCreate(c.rt, c.ri.ns, obj, newRv, manager, c.param("fieldValidation"), false);
+    Status s = prepareCreate(c.rt, c.ri.ns, obj, newRv, manager, c.param("fieldValidation"), false);
     if (!s) return s;
     if (dryRun) {
       dryText = kube::toJson(obj);

@@ -324,6 +324,18 @@ kube::StatusOr<std::string> serveDiscovery(const Registry& reg, const std::strin
     d.AddMember("paths", std::move(paths), a);
     return kube::toJson(d);
   }
+  if (path == "/openapi/v2") {
+    // kubectl 1.27 and 1.28 validate with OpenAPI v2, which they read only as gnostic protobuf.
+    // An empty document (swagger "2.0" and info) means "no client-side models": kubectl then
+    // leaves validation to the server (fieldValidation), where the CRD schemas are enforced.
+    auto field = [](int num, const std::string& bytes) {
+      std::string out(1, static_cast<char>((num << 3) | 2));
+      out.push_back(static_cast<char>(bytes.size()));  // all short (< 128 bytes)
+      return out + bytes;
+    };
+    contentType = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    return field(1, "2.0") + field(2, field(1, "Foxden") + field(2, options.version));
+  }
   if (path.rfind("/openapi/v3/", 0) == 0) {
     std::string key = path.substr(12);
     if (key == "api/v1") return openApiDoc(reg, "", "v1");

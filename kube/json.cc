@@ -7,6 +7,14 @@
 
 namespace kube {
 
+namespace {
+// A name as a JSON string value that references `s` without copying. (A bare StringRef would
+// convert to `const char*` and be read up to a NUL, which a string_view need not have.)
+JsonValue key(std::string_view s) {
+  return JsonValue(rapidjson::StringRef(s.data(), static_cast<rapidjson::SizeType>(s.size())));
+}
+}  // namespace
+
 StatusOr<Json> parseJson(std::string_view text) {
   Json d;
   d.Parse(text.data(), text.size());
@@ -44,7 +52,7 @@ const JsonValue* find(const JsonValue& v, std::initializer_list<std::string_view
   const JsonValue* cur = &v;
   for (auto p : path) {
     if (!cur->IsObject()) return nullptr;
-    auto it = cur->FindMember(rapidjson::StringRef(p.data(), p.size()));
+    auto it = cur->FindMember(key(p));
     if (it == cur->MemberEnd()) return nullptr;
     cur = &it->value;
   }
@@ -75,7 +83,7 @@ bool getBool(const JsonValue& v, std::initializer_list<std::string_view> path, b
 }
 
 void setMember(JsonValue& obj, std::string_view name, JsonValue&& value, JsonAlloc& a) {
-  auto it = obj.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  auto it = obj.FindMember(key(name));
   if (it != obj.MemberEnd()) {
     it->value = std::move(value);
   } else {
@@ -88,7 +96,7 @@ void setString(JsonValue& obj, std::string_view name, std::string_view s, JsonAl
 }
 
 JsonValue& ensureObject(JsonValue& obj, std::string_view name, JsonAlloc& a) {
-  auto it = obj.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  auto it = obj.FindMember(key(name));
   if (it == obj.MemberEnd()) {
     obj.AddMember(str(name, a), JsonValue(rapidjson::kObjectType), a);
     return (obj.MemberEnd() - 1)->value;
@@ -99,7 +107,7 @@ JsonValue& ensureObject(JsonValue& obj, std::string_view name, JsonAlloc& a) {
 
 bool removeMember(JsonValue& obj, std::string_view name) {
   if (!obj.IsObject()) return false;
-  return obj.RemoveMember(rapidjson::StringRef(name.data(), name.size()));
+  return obj.RemoveMember(key(name));
 }
 
 }  // namespace kube

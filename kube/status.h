@@ -2,11 +2,20 @@
 // Errors are values. A Status carries an HTTP-style code and a Kubernetes `reason` so that an error
 // raised deep in the store can become a faithful `Status` body at the API edge without translation.
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace kube {
+
+// One field's problem in an Invalid (422) error, as metav1.StatusCause.
+struct StatusCause {
+  std::string reason;  // FieldValueInvalid, FieldValueRequired, ...
+  std::string message;
+  std::string field;   // e.g. "spec.size"
+};
 
 class [[nodiscard]] Status {
  public:
@@ -35,6 +44,15 @@ class [[nodiscard]] Status {
   int code() const { return code_; }
   const std::string& reason() const { return reason_; }
   const std::string& message() const { return message_; }
+  const std::vector<StatusCause>& causes() const {
+    static const std::vector<StatusCause> kNone;
+    return causes_ ? *causes_ : kNone;
+  }
+  Status withCauses(std::vector<StatusCause> causes) const {
+    Status s = *this;
+    s.causes_ = std::make_shared<const std::vector<StatusCause>>(std::move(causes));
+    return s;
+  }
   std::string toString() const {
     return isOk() ? "OK" : std::to_string(code_) + " " + reason_ + ": " + message_;
   }
@@ -43,6 +61,7 @@ class [[nodiscard]] Status {
   int code_ = 0;
   std::string reason_;
   std::string message_;
+  std::shared_ptr<const std::vector<StatusCause>> causes_;
 };
 
 // StatusOr<T>: a value or the error that prevented it.
