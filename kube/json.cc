@@ -15,9 +15,41 @@ JsonValue key(std::string_view s) {
 }
 }  // namespace
 
+namespace {
+// Deepest nesting accepted. Kubernetes objects stay far below it; far deeper input is hostile and
+// would overflow the stack in the recursive walks (copy, compare, serialise) done afterwards.
+constexpr int kMaxJsonDepth = 128;
+
+bool tooDeep(std::string_view text) {
+  int depth = 0;
+  bool inString = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (inString) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        inString = false;
+      }
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+}  // namespace
+
 StatusOr<Json> parseJson(std::string_view text) {
+  if (tooDeep(text)) {
+    return Status::badRequest("invalid JSON: nested more than " + std::to_string(kMaxJsonDepth) +
+                              " levels deep");
+  }
   Json d;
-  d.Parse(text.data(), text.size());
+  d.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
   if (d.HasParseError()) {
     return Status::badRequest("invalid JSON at offset " + std::to_string(d.GetErrorOffset()) + ": " +
                               rapidjson::GetParseError_En(d.GetParseError()));

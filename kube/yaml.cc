@@ -10,7 +10,7 @@ namespace kube {
 
 namespace {
 
-constexpr int kMaxDepth = 200;
+constexpr int kMaxDepth = 128;
 
 bool convert(const YAML::Node& n, JsonValue& out, JsonAlloc& a, int depth, std::string& err) {
   if (depth > kMaxDepth) {
@@ -98,7 +98,21 @@ StatusOr<Json> fromNode(const YAML::Node& node) {
 
 }  // namespace
 
+// yaml-cpp's parser recurses per flow collection: refuse hostile nesting before it runs.
+static bool flowTooDeep(std::string_view text) {
+  int depth = 0;
+  for (char c : text) {
+    if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 StatusOr<Json> yamlToJson(std::string_view text) {
+  if (flowTooDeep(text)) return Status::badRequest("invalid YAML: document nested too deeply");
   try {
     return fromNode(YAML::Load(std::string(text)));
   } catch (const std::exception& e) {
@@ -107,6 +121,7 @@ StatusOr<Json> yamlToJson(std::string_view text) {
 }
 
 StatusOr<std::vector<Json>> yamlDocumentsToJson(std::string_view text) {
+  if (flowTooDeep(text)) return Status::badRequest("invalid YAML: document nested too deeply");
   std::vector<Json> out;
   try {
     for (const auto& node : YAML::LoadAll(std::string(text))) {
