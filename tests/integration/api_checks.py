@@ -464,8 +464,70 @@ def durability():
     srv2.kill(signal.SIGTERM)
 
 
+def wait_until(fn, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def garbage_collection():
+    srv = Server(os.path.join(WORK, "gc")).start()
+    tok = srv.token()
+    base = "/api/v1/namespaces/default/configmaps"
+
+    def make_pair(owner):
+        st, doc, _ = call(srv, "POST", base, cm(owner), tok)
+        dep = cm(owner + "-dep")
+        dep["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner,
+                                               "uid": doc["metadata"]["uid"], "blockOwnerDeletion": True}]
+        st2, _, _ = call(srv, "POST", base, dep, tok)
+        return st == 201 and st2 == 201
+
+    exists = lambda n: call(srv, "GET", f"{base}/{n}", token=tok)[0] == 200
+    check("gc: create owner and dependent", make_pair("bg"))
+    call(srv, "DELETE", f"{base}/bg", {"propagationPolicy": "Background"}, tok)
+    check("gc background: owner gone at once", not exists("bg"))
+    check("gc background: dependent follows", wait_until(lambda: not exists("bg-dep")))
+
+    check("gc: foreground pair", make_pair("fg"))
+    dep = call(srv, "GET", f"{base}/fg-dep", token=tok)[1]
+    dep["metadata"]["finalizers"] = ["example.com/slow"]
+    call(srv, "PUT", f"{base}/fg-dep", dep, tok)
+    st, doc, _ = call(srv, "DELETE", f"{base}/fg", {"propagationPolicy": "Foreground"}, tok)
+    check("gc foreground: owner waits with foregroundDeletion",
+          st == 200 and "foregroundDeletion" in doc["metadata"].get("finalizers", []), (st, doc))
+    check("gc foreground: dependent marked for deletion",
+          wait_until(lambda: "deletionTimestamp" in call(srv, "GET", f"{base}/fg-dep", token=tok)[1]["metadata"]))
+    check("gc foreground: owner still there while dependent lingers", exists("fg"))
+    call(srv, "PATCH", f"{base}/fg-dep", '{"metadata":{"finalizers":null}}', tok, "application/merge-patch+json")
+    check("gc foreground: owner goes after dependent", wait_until(lambda: not exists("fg") and not exists("fg-dep")))
+
+    check("gc: orphan pair", make_pair("or"))
+    call(srv, "DELETE", f"{base}/or", {"propagationPolicy": "Orphan"}, tok)
+    check("gc orphan: owner goes", wait_until(lambda: not exists("or")))
+    st, doc, _ = call(srv, "GET", f"{base}/or-dep", token=tok)
+    check("gc orphan: dependent stays without the reference",
+          st == 200 and not doc["metadata"].get("ownerReferences"), (st, doc))
+
+    st, _, _ = call(srv, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}, tok)
+    for i in range(5):
+        call(srv, "POST", "/api/v1/namespaces/doomed/configmaps", cm(f"c{i}"), tok)
+    st, doc, _ = call(srv, "DELETE", "/api/v1/namespaces/doomed", token=tok)
+    check("namespace delete: Terminating", st == 200 and doc["status"]["phase"] == "Terminating", (st, doc))
+    st, doc, _ = call(srv, "POST", "/api/v1/namespaces/doomed/configmaps", cm("late"), tok)
+    check("namespace delete: no new content", st in (403, 404), (st, doc))
+    check("namespace delete: contents and namespace go",
+          wait_until(lambda: call(srv, "GET", "/api/v1/namespaces/doomed", token=tok)[0] == 404))
+    st, doc, _ = call(srv, "GET", "/api/v1/namespaces/doomed/configmaps", token=tok)
+    check("namespace delete: nothing left inside", st == 200 and doc["items"] == [], (st, doc))
+    srv.kill(signal.SIGTERM)
+
+
 if __name__ == "__main__":
-    for fn in (bad_input_and_auth, fuzz, watch_checks, durability):
+    for fn in (bad_input_and_auth, fuzz, watch_checks, durability, garbage_collection):
         try:
             fn()
         except Exception as e:  # a crashed section is a failure, not a crash of the suite
