@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make dev`: a working single-machine Foxden. Starts `foxden server` (data in .foxden/, HTTPS on
+# 127.0.0.1:${FOXDEN_PORT:-6443}) in the background if it is not already running, installs Foxden's
+# CRDs, applies the examples, and prints how to use kubectl against it. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${FOXDEN_DATA:-$PWD/.foxden}
+PORT=${FOXDEN_PORT:-6443}
+BIN=${FOXDEN_BIN:-$PWD/build/bin}
+mkdir -p "$DATA"
+KUBECTL=kubectl
+if [ -x /usr/lib/google-cloud-sdk/bin/kubectl.1.32 ]; then KUBECTL=/usr/lib/google-cloud-sdk/bin/kubectl.1.32; fi
+
+if [ -f "$DATA/server.pid" ] && kill -0 "$(cat "$DATA/server.pid")" 2>/dev/null; then
+  echo "foxden server already running (pid $(cat "$DATA/server.pid"))"
+else
+  nohup "$BIN/foxden" server --data-dir "$DATA" --listen "127.0.0.1:$PORT" --crds "$PWD/crds" \
+    >>"$DATA/server.log" 2>&1 &
+  echo $! >"$DATA/server.pid"
+  for _ in $(seq 1 100); do
+    [ -s "$DATA/kubeconfig" ] && curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null || { echo "server failed to start:"; tail -20 "$DATA/server.log"; exit 1; }
+  echo "foxden server started (pid $(cat "$DATA/server.pid")), log: $DATA/server.log"
+fi
+
+export KUBECONFIG="$DATA/kubeconfig"
+"$KUBECTL" --cache-dir "$DATA/kubectl-cache" apply -f examples/
+echo
+"$KUBECTL" --cache-dir "$DATA/kubectl-cache" get crds
+echo
+cat <<MSG
+Foxden's control plane is running on https://127.0.0.1:$PORT (one machine; a real cluster is the
+answer at scale). Use it with:
+
+  export KUBECONFIG=$DATA/kubeconfig
+  kubectl get configmaps
+  kubectl api-resources --api-group=foxden.io
+
+Stop it with: kill \$(cat $DATA/server.pid)
+MSG
