@@ -8,6 +8,7 @@
 #include "apiserver/discovery.h"
 #include "apiserver/patch.h"
 #include "apiserver/printers.h"
+#include "apiserver/protobuf.h"
 #include "apiserver/schema.h"
 #include "apiserver/selectors.h"
 #include "kube/timeutil.h"
@@ -375,6 +376,7 @@ struct Api::Call {
   RequestInfo ri;
   ResourceTypePtr rt;
   Identity id;
+  std::string body;  // the request body as JSON (protobuf bodies are decoded into it)
 
   std::string param(const std::string& k) const {
     auto it = query.find(k);
@@ -392,7 +394,7 @@ Api::Api(Storage& storage, Registry& registry, Authenticator& auth, ApiOptions o
     : storage_(storage), registry_(registry), auth_(auth), options_(std::move(options)) {}
 
 void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
-  Call c{req, w, parseQuery(req.query), {}, nullptr, {}};
+  Call c{req, w, parseQuery(req.query), {}, nullptr, {}, req.body};
   const std::string& path = req.path;
   if (path == "/healthz" || path == "/livez" || path == "/readyz") {
     w.respond(200, "text/plain; charset=utf-8", "ok");
@@ -456,12 +458,18 @@ void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
 
 void Api::serveResource(Call& c) {
   const std::string& verb = c.ri.verb;
-  if ((verb == "create" || verb == "update") &&
-      mediaType(c.req.header("content-type")) == "application/vnd.kubernetes.protobuf") {
-    c.fail(Status::unsupportedMediaType(
-        "the body of the request was in an unknown format - accepted media types include: "
-        "application/json, application/yaml"));
-    return;
+  if (mediaType(c.req.header("content-type")) == "application/vnd.kubernetes.protobuf") {
+    // kubectl's typed generators (`kubectl create namespace ...`) send protobuf.
+    if (verb != "create" && verb != "update") {
+      c.fail(Status::unsupportedMediaType("protobuf bodies are accepted for create and update only"));
+      return;
+    }
+    auto decoded = decodeKubernetesProtobuf(c.body);
+    if (!decoded) {
+      c.fail(decoded.status());
+      return;
+    }
+    c.body = kube::toJson(*decoded);
   }
   // For create the name is in the body: authorise after reading it.
   if (verb != "create") {
@@ -971,7 +979,7 @@ void Api::serveCreate(Call& c) {
     return;
   }
   std::string ct = mediaType(c.req.header("content-type"));
-  StatusOr<Json> body = ct == "application/yaml" ? kube::yamlToJson(c.req.body) : kube::parseJson(c.req.body);
+  StatusOr<Json> body = ct == "application/yaml" ? kube::yamlToJson(c.body) : kube::parseJson(c.body);
   if (!body) {
     c.fail(body.status());
     return;
@@ -1034,7 +1042,7 @@ void Api::serveCreate(Call& c) {
 }
 
 void Api::serveUpdate(Call& c) {
-  auto body = kube::parseJson(c.req.body);
+  auto body = kube::parseJson(c.body);
   if (!body) {
     c.fail(body.status());
     return;
@@ -1053,7 +1061,7 @@ void Api::serveUpdate(Call& c) {
 void Api::servePatch(Call& c) {
   std::string ct = mediaType(c.req.header("content-type"));
   bool isApply = ct == "application/apply-patch+yaml";
-  StatusOr<Json> patch = isApply ? kube::yamlToJson(c.req.body) : kube::parseJson(c.req.body);
+  StatusOr<Json> patch = isApply ? kube::yamlToJson(c.body) : kube::parseJson(c.body);
   if (!patch) {
     c.fail(patch.status());
     return;
@@ -1196,7 +1204,7 @@ void Api::serveDelete(Call& c) {
     c.fail(Status::methodNotAllowed("the server does not allow this method on the requested resource"));
     return;
   }
-  auto opts = parseDeleteOptions(c.req.body, c.query);
+  auto opts = parseDeleteOptions(c.body, c.query);
   if (!opts) {
     c.fail(opts.status());
     return;
@@ -1226,7 +1234,7 @@ void Api::serveDelete(Call& c) {
 }
 
 void Api::serveDeleteCollection(Call& c) {
-  auto opts = parseDeleteOptions(c.req.body, c.query);
+  auto opts = parseDeleteOptions(c.body, c.query);
   if (!opts) {
     c.fail(opts.status());
     return;
@@ -1312,7 +1320,7 @@ void Api::serveScale(Call& c) {
     c.fail(Status::methodNotAllowed("the server does not allow this method on the requested resource"));
     return;
   }
-  auto body = kube::parseJson(c.req.body);
+  auto body = kube::parseJson(c.body);
   if (!body) {
     c.fail(body.status());
     return;

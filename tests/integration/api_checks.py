@@ -296,6 +296,8 @@ def fuzz():
             body = mutate(seed) if rnd.random() < 0.8 else seed.encode()
             if rnd.random() < 0.05:
                 body = b"[" * 100000 + b"]" * 100000  # deep nesting
+            elif rnd.random() < 0.1:
+                body = b"k8s\x00" + bytes(rnd.randrange(256) for _ in range(rnd.randrange(200)))
         try:
             st, doc, raw = call(srv, method, path, body, tok, rnd.choice(ctypes), conn)
             if st >= 500:

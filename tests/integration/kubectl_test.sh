@@ -16,8 +16,8 @@ k 1.32 wait --for=condition=Established crd/widgets.example.com --timeout=30s >/
 for v in $VERSIONS; do
   echo "== kubectl $v"
   ns="kubectl-${v/./-}"
-  # (`kubectl create namespace` sends protobuf, which foxden server does not decode: see docs)
-  check "$v create ns" k "$v" apply -f - <<<"{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"$ns\"}}"
+  # kubectl's typed generators send protobuf bodies.
+  expect_contains "$v create ns" "namespace/$ns created" k "$v" create namespace "$ns"
   K=(k "$v" -n "$ns")
 
   # --- custom resource -------------------------------------------------------------------
@@ -113,6 +113,10 @@ for v in $VERSIONS; do
   expect_fail_contains "$v cm gone" "NotFound" "${K[@]}" get cm settings
   expect_contains "$v cm wait delete" "deleted" "${K[@]}" delete cm settings-ssa
   expect_contains "$v wait --for=delete" "" "${K[@]}" wait --for=delete cm/settings-ssa --timeout=10s
+
+  expect_contains "$v create cm (protobuf)" "configmap/lit created" "${K[@]}" create configmap lit --from-literal=a=1
+  expect_contains "$v create secret (protobuf)" "secret/sec created" "${K[@]}" create secret generic sec --from-literal=k=v
+  expect_contains "$v secret data" "dg==" "${K[@]}" get secret sec -o jsonpath='{.data.k}'
 
   # --- discovery and explain -------------------------------------------------------------
   expect_contains "$v api-resources" "widgets" k "$v" api-resources
