@@ -944,7 +944,11 @@ void Api::afterWrite(const ResourceTypePtr& rt, const Entry& e, bool deleted) {
       (void)registry_.addCrd(*doc);
     }
   }
-  if (changeHook_) changeHook_();
+  // The collector cares about deletions, owner references and objects being deleted; plain
+  // writes (the common case) do not wake it.
+  bool relevant = deleted || !e.json || e.json->find("\"ownerReferences\"") != std::string::npos ||
+                  e.json->find("\"deletionTimestamp\"") != std::string::npos;
+  if (relevant && changeHook_) changeHook_();
 }
 
 StatusOr<Entry> Api::create(const ResourceTypePtr& rt, const std::string& ns, Json obj,

@@ -33,6 +33,9 @@ void GarbageCollector::run() {
       std::unique_lock l(mu_);
       cv_.wait_for(l, std::chrono::seconds(5), [this] { return poked_ || stopping_; });
       if (stopping_) return;
+      // Let a burst of deletions land before walking the store once for all of them.
+      cv_.wait_for(l, std::chrono::milliseconds(20), [this] { return stopping_; });
+      if (stopping_) return;
       poked_ = false;
     }
     try {
