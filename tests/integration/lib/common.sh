@@ -75,7 +75,19 @@ expect_fail_contains() {
   if [ $rc -ne 0 ] && grep -qF -- "$needle" <<<"$out"; then pass; else fail "$name (rc=$rc, wanted failure with '$needle')"; echo "$out" | sed 's/^/    /' >&2; fi
 }
 
+# Under the ASan+UBSan build, any report in the server's log fails the test.
+sanitizer_check() {
+  if [ -f "$WORK/server.log" ] && grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$WORK/server.log"; then
+    fail "sanitizer report in server log"
+    grep -A20 -E "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$WORK/server.log" | head -60 >&2
+  else
+    pass
+  fi
+}
+
 finish() {
+  stop_server
+  sanitizer_check
   echo "$PASSES passed, $FAILURES failed"
   [ "$FAILURES" -eq 0 ]
 }
