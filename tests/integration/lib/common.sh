@@ -37,7 +37,10 @@ start_server() {
 }
 
 stop_server() {
-  [ -n "$SERVER_PID" ] && kill "${1:--TERM}" "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true
+  if [ -n "$SERVER_PID" ]; then
+    kill "${1:--TERM}" "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
   SERVER_PID=""
 }
 
