@@ -1,0 +1,322 @@
+// The only file that sees cpprestsdk's client. Rules kept here (see the notes on cpprest):
+//  - every pplx chain ends in a task-based continuation that turns exceptions into a Status, so
+//    no exception is ever left unobserved (that aborts the process);
+//  - continuations never block; only our callers' own threads wait on the final task;
+//  - bodies are read with extract_vector() (patch media types are "non-textual" to cpprest) and
+//    request bodies always carry an explicit content type.
+#include "kube/http_client.h"
+
+#include <cpprest/containerstream.h>
+#include <cpprest/http_client.h>
+
+#include <boost/asio/ssl.hpp>
+#include <cctype>
+#include <system_error>
+
+namespace kube {
+
+void Canceller::cancel() {
+  std::map<size_t, std::function<void()>> cbs;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    cbs.swap(callbacks_);
+  }
+  for (auto& [id, cb] : cbs) cb();
+}
+
+bool Canceller::cancelled() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return cancelled_;
+}
+
+size_t Canceller::addCallback(std::function<void()> cb) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!cancelled_) {
+      callbacks_.emplace(nextId_, std::move(cb));
+      return nextId_++;
+    }
+  }
+  cb();
+  return static_cast<size_t>(-1);
+}
+
+void Canceller::removeCallback(size_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  callbacks_.erase(id);
+}
+
+namespace {
+
+namespace http = web::http;
+namespace hc = web::http::client;
+namespace ssl = boost::asio::ssl;
+
+Status canceledStatus() { return Status(kCanceledCode, "Canceled", "request canceled"); }
+
+// Converts whatever a pplx task threw. Must be called inside a catch block.
+Status currentExceptionToStatus(const pplx::cancellation_token& token) {
+  if (token.is_canceled()) return canceledStatus();
+  try {
+    throw;
+  } catch (const pplx::task_canceled&) {
+    return canceledStatus();
+  } catch (const http::http_exception& e) {
+    if (e.error_code() == std::errc::timed_out) return Status::timeout(std::string("HTTP request timed out: ") + e.what());
+    if (e.error_code() == std::errc::operation_canceled) return canceledStatus();
+    return Status::unavailable(std::string("HTTP transport error: ") + e.what());
+  } catch (const std::exception& e) {
+    return Status::unavailable(std::string("HTTP client error: ") + e.what());
+  } catch (...) {
+    return Status::unavailable("HTTP client error: unknown exception");
+  }
+}
+
+// pplx task results must be default-constructible, so StatusOr cannot travel through a chain.
+struct SendOutcome {
+  Status status;
+  HttpResponse response;
+};
+struct OpenOutcome {
+  Status status;
+  http::http_response response;
+};
+struct LineOutcome {
+  Status status;
+  bool eof = false;
+  std::string line;
+};
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Links a Canceller to a pplx cancellation source for as long as this object lives.
+class CancelLink {
+ public:
+  CancelLink(Canceller* c, const pplx::cancellation_token_source& cts) : c_(c) {
+    if (c_ != nullptr) id_ = c_->addCallback([cts]() { cts.cancel(); });
+  }
+  ~CancelLink() {
+    if (c_ != nullptr) c_->removeCallback(id_);
+  }
+  CancelLink(const CancelLink&) = delete;
+  CancelLink& operator=(const CancelLink&) = delete;
+
+ private:
+  Canceller* c_;
+  size_t id_ = 0;
+};
+
+class CppRestLineStream final : public LineStream {
+ public:
+  CppRestLineStream(http::http_response response, pplx::cancellation_token_source cts, Canceller* canceller)
+      : response_(std::move(response)), body_(response_.body()), cts_(std::move(cts)), link_(canceller, cts_) {}
+  ~CppRestLineStream() override { cts_.cancel(); }  // closes the connection if still open
+
+  int status() const override { return response_.status_code(); }
+
+  StatusOr<bool> readLine(std::string& line) override {
+    if (cts_.get_token().is_canceled()) return canceledStatus();
+    if (!body_.is_valid()) return false;
+    concurrency::streams::container_buffer<std::string> buf;
+    auto token = cts_.get_token();
+    auto body = body_;
+    LineOutcome out;
+    try {
+      out = body_.read_line(buf)
+                .then([buf, body, token](pplx::task<size_t> t) mutable {
+                  LineOutcome o;
+                  try {
+                    size_t n = t.get();
+                    if (n == 0 && body.is_eof()) {
+                      o.eof = true;
+                    } else {
+                      o.line = std::move(buf.collection());
+                    }
+                  } catch (...) {
+                    o.status = currentExceptionToStatus(token);
+                  }
+                  return o;
+                })
+                .get();
+    } catch (...) {
+      return currentExceptionToStatus(token);
+    }
+    if (!out.status) return out.status;
+    if (out.eof) return false;
+    if (!out.line.empty() && out.line.back() == '\r') out.line.pop_back();
+    line = std::move(out.line);
+    return true;
+  }
+
+  void cancel() override { cts_.cancel(); }
+
+ private:
+  http::http_response response_;
+  concurrency::streams::istream body_;
+  pplx::cancellation_token_source cts_;
+  CancelLink link_;
+};
+
+class CppRestHttpClient final : public HttpClient {
+ public:
+  CppRestHttpClient(std::unique_ptr<hc::http_client> client, std::unique_ptr<hc::http_client> streamClient,
+                    RestConfig config, HttpClientOptions options)
+      : client_(std::move(client)),
+        streamClient_(std::move(streamClient)),
+        config_(std::move(config)),
+        options_(std::move(options)) {}
+
+  StatusOr<HttpResponse> send(const HttpRequest& request, Canceller* cancel) override {
+    auto rq = buildRequest(request);
+    if (!rq) return rq.status();
+    pplx::cancellation_token_source cts;
+    CancelLink link(cancel, cts);
+    auto token = cts.get_token();
+    try {
+      SendOutcome out =
+          client_->request(*rq, token)
+              .then([](http::http_response r) {
+                auto partial = std::make_shared<HttpResponse>();
+                partial->status = r.status_code();
+                for (const auto& h : r.headers()) partial->headers[lower(h.first)] = h.second;
+                return r.extract_vector().then([partial](std::vector<unsigned char> v) {
+                  partial->body.assign(v.begin(), v.end());
+                  return std::move(*partial);
+                });
+              })
+              .then([token](pplx::task<HttpResponse> t) {
+                SendOutcome o;
+                try {
+                  o.response = t.get();
+                } catch (...) {
+                  o.status = currentExceptionToStatus(token);
+                }
+                return o;
+              })
+              .get();
+      if (!out.status) return out.status;
+      return std::move(out.response);
+    } catch (...) {
+      return currentExceptionToStatus(token);
+    }
+  }
+
+  StatusOr<LineStreamPtr> stream(const HttpRequest& request, Canceller* cancel) override {
+    auto rq = buildRequest(request);
+    if (!rq) return rq.status();
+    pplx::cancellation_token_source cts;
+    auto token = cts.get_token();
+    OpenOutcome out;
+    {
+      CancelLink link(cancel, cts);  // the stream installs its own link below
+      try {
+        out = streamClient_->request(*rq, token)
+                  .then([token](pplx::task<http::http_response> t) {
+                    OpenOutcome o;
+                    try {
+                      o.response = t.get();
+                    } catch (...) {
+                      o.status = currentExceptionToStatus(token);
+                    }
+                    return o;
+                  })
+                  .get();
+      } catch (...) {
+        return currentExceptionToStatus(token);
+      }
+    }
+    if (!out.status) return out.status;
+    auto s = std::make_unique<CppRestLineStream>(std::move(out.response), cts, cancel);
+    if (cancel != nullptr && cancel->cancelled()) s->cancel();  // cancelled between the two links
+    return LineStreamPtr(std::move(s));
+  }
+
+ private:
+  StatusOr<http::http_request> buildRequest(const HttpRequest& in) const {
+    if (!in.body.empty() && in.contentType.empty()) {
+      return Status::internal("HTTP request to " + in.target + " has a body but no content type");
+    }
+    try {
+      http::http_request rq{http::method(in.method)};
+      rq.set_request_uri(web::uri(in.target));
+      bool hasAccept = false;
+      for (const auto& [k, v] : in.headers) {
+        if (lower(k) == "accept") hasAccept = true;
+        rq.headers().add(k, v);
+      }
+      if (!hasAccept) rq.headers().add("Accept", "application/json");
+      rq.headers().add("User-Agent", options_.userAgent);
+      if (!config_.bearerToken.empty()) rq.headers().add("Authorization", "Bearer " + config_.bearerToken);
+      if (!in.body.empty()) rq.set_body(in.body, in.contentType);  // content type sent verbatim
+      return rq;
+    } catch (const std::exception& e) {
+      return Status::badRequest("invalid HTTP request " + in.method + " " + in.target + ": " + e.what());
+    }
+  }
+
+  const std::unique_ptr<hc::http_client> client_;
+  const std::unique_ptr<hc::http_client> streamClient_;
+  const RestConfig config_;
+  const HttpClientOptions options_;
+};
+
+// Applies the in-memory PEMs to an SSL context; reports the first failure.
+Status applyTls(ssl::context& ctx, const RestConfig& c) {
+  boost::system::error_code ec;
+  if (!c.caPem.empty()) {
+    ctx.add_certificate_authority(boost::asio::buffer(c.caPem), ec);
+    if (ec) return Status::invalid("certificate authority: " + ec.message());
+  }
+  if (!c.clientCertPem.empty()) {
+    ctx.use_certificate_chain(boost::asio::buffer(c.clientCertPem), ec);
+    if (ec) return Status::invalid("client certificate: " + ec.message());
+    ctx.use_private_key(boost::asio::buffer(c.clientKeyPem), ssl::context::pem, ec);
+    if (ec) return Status::invalid("client key: " + ec.message());
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options) {
+  if (config.server.empty()) return Status::invalid("no API server URL configured");
+  bool tls = config.server.rfind("https://", 0) == 0;
+  if (!tls && config.server.rfind("http://", 0) != 0) {
+    return Status::invalid("API server URL must start with http:// or https://: " + config.server);
+  }
+  if (tls) {
+    // Check the PEMs now: inside cpprest's callback a failure could not be reported.
+    ssl::context probe(ssl::context::tls_client);
+    if (Status st = applyTls(probe, config); !st) return st;
+  }
+  auto makeConfig = [&](std::chrono::seconds timeout) {
+    hc::http_client_config cfg;
+    cfg.set_timeout(timeout);
+    if (tls) {
+      cfg.set_validate_certificates(!config.insecureSkipTlsVerify);
+      RestConfig c = config;
+      cfg.set_ssl_context_callback([c](ssl::context& ctx) {
+        ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+        (void)applyTls(ctx, c);  // validated above
+      });
+    }
+    return cfg;
+  };
+  try {
+    web::uri base(config.server);
+    auto client = std::make_unique<hc::http_client>(base, makeConfig(options.requestTimeout));
+    auto streamClient = std::make_unique<hc::http_client>(base, makeConfig(options.streamIdleTimeout));
+    return HttpClientPtr(std::make_shared<CppRestHttpClient>(std::move(client), std::move(streamClient), config,
+                                                             std::move(options)));
+  } catch (const std::exception& e) {
+    return Status::invalid("cannot create HTTP client for " + config.server + ": " + e.what());
+  }
+}
+
+}  // namespace kube

@@ -1,0 +1,99 @@
+#pragma once
+// The client half of Foxden's HTTP seam: a small abstract HttpClient (one request -> status,
+// headers, body; or a streaming request whose body is read line by line, as watches are) and
+// newHttpClient(), its one implementation on cpprestsdk. cpprest headers stay inside
+// http_client.cc (they cost ~12 s of compile per translation unit).
+//
+// Threading: an HttpClient may be used from many threads at once. Its calls block the calling
+// thread, so never call them from a cpprest/pplx continuation or handler (that would starve the
+// shared pplx pool). A LineStream is read by one thread; its cancel() may be called from any.
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kube/kubeconfig.h"
+#include "kube/status.h"
+
+namespace kube {
+
+// One-shot cancellation shared between the thread that waits and the thread that stops it.
+// Thread-safe. Callbacks run exactly once: on cancel(), or at once when added after it.
+class Canceller {
+ public:
+  void cancel();
+  bool cancelled() const;
+  // Returns an id for removeCallback(). The callback must not block and must not call back into
+  // this Canceller.
+  size_t addCallback(std::function<void()> cb);
+  void removeCallback(size_t id);
+
+ private:
+  mutable std::mutex mu_;
+  bool cancelled_ = false;                                // guarded by mu_
+  size_t nextId_ = 0;                                     // guarded by mu_
+  std::map<size_t, std::function<void()>> callbacks_;     // guarded by mu_
+};
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string target;  // path + optional "?query", already percent-encoded
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string contentType;  // required when body is non-empty
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+};
+
+// The body of a streaming response, read one line at a time.
+class LineStream {
+ public:
+  virtual ~LineStream() = default;
+  virtual int status() const = 0;
+  // Blocks for the next line (without the trailing "\r\n"). Returns true with a line, false at the
+  // end of the body, or an error (including Canceled after cancel(); code 499, reason Canceled).
+  [[nodiscard]] virtual StatusOr<bool> readLine(std::string& line) = 0;
+  // Closes the connection; a blocked readLine() returns promptly. Idempotent, any thread.
+  virtual void cancel() = 0;
+};
+using LineStreamPtr = std::unique_ptr<LineStream>;
+
+class HttpClient {
+ public:
+  virtual ~HttpClient() = default;
+  // Sends a request and reads the whole response. Transport failures come back as
+  // 503 ServiceUnavailable (or 504 Timeout); HTTP error statuses are NOT errors here.
+  [[nodiscard]] virtual StatusOr<HttpResponse> send(const HttpRequest& request,
+                                                    Canceller* cancel = nullptr) = 0;
+  // Sends a request and returns once the response headers arrived; the body is read from the
+  // stream. A non-2xx response's body can be read the same way.
+  [[nodiscard]] virtual StatusOr<LineStreamPtr> stream(const HttpRequest& request,
+                                                       Canceller* cancel = nullptr) = 0;
+};
+using HttpClientPtr = std::shared_ptr<HttpClient>;
+
+struct HttpClientOptions {
+  // cpprest's timeout is an inactivity timer (reset on every received chunk), not a deadline.
+  std::chrono::seconds requestTimeout{30};
+  // Watches are kept alive by bookmarks and end by timeoutSeconds; this only catches dead peers.
+  std::chrono::seconds streamIdleTimeout{300};
+  std::string userAgent = "foxden";
+};
+
+// Status code used for requests ended by a Canceller or LineStream::cancel().
+inline constexpr int kCanceledCode = 499;
+
+// Builds the cpprestsdk-backed client for `config` (TLS from the PEMs in memory, bearer token).
+// Does not initialise cpprest's thread pool: main() may call
+// crossplat::threadpool::initialize_with_threads() once, before any client exists.
+[[nodiscard]] StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options = {});
+
+}  // namespace kube

@@ -1,0 +1,218 @@
+// The cpprest HttpClient over TLS: CA, client certificate and key from memory, against
+// kube::startHttpServer with a throw-away CA generated here with OpenSSL.
+#include "kube/http_client.h"
+
+#include <doctest/doctest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "kube/http_server.h"
+
+namespace kube {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct KeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct CertFree {
+  void operator()(X509* x) const { X509_free(x); }
+};
+using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
+using Cert = std::unique_ptr<X509, CertFree>;
+
+struct Issued {
+  Key key;
+  Cert cert;
+};
+
+// Issues an EC P-256 certificate for `cn`, signed by `issuer` (self-signed when null).
+Issued issue(const char* cn, const Issued* issuer, bool ca, const char* san) {
+  Issued out;
+  out.key.reset(EVP_EC_gen("P-256"));
+  REQUIRE(out.key);
+  out.cert.reset(X509_new());
+  X509* x = out.cert.get();
+  X509_set_version(x, 2);
+  static long serial = 1;
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
+  X509_set_pubkey(x, out.key.get());
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
+  X509* issuerCert = issuer ? issuer->cert.get() : x;
+  X509_set_issuer_name(x, X509_get_subject_name(issuerCert));
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuerCert, x, nullptr, nullptr, 0);
+  auto addExt = [&](int nid, const char* value) {
+    X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+    REQUIRE(e != nullptr);
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+  };
+  addExt(NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
+  if (ca) addExt(NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature");
+  if (san != nullptr) addExt(NID_subject_alt_name, san);
+  REQUIRE(X509_sign(x, issuer ? issuer->key.get() : out.key.get(), EVP_sha256()) > 0);
+  return out;
+}
+
+std::string pem(X509* x) {
+  BIO* b = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(b, x);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(b, &data);
+  std::string s(data, static_cast<size_t>(n));
+  BIO_free(b);
+  return s;
+}
+
+std::string pem(EVP_PKEY* k) {
+  BIO* b = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(b, &data);
+  std::string s(data, static_cast<size_t>(n));
+  BIO_free(b);
+  return s;
+}
+
+struct TlsFixture {
+  fs::path dir;
+  Issued ca = issue("test-ca", nullptr, true, nullptr);
+  Issued server = issue("apiserver", &ca, false, "IP:127.0.0.1,DNS:localhost");
+  Issued client = issue("admin", &ca, false, nullptr);
+  HttpServerPtr http;
+  std::string lastAuth;
+  std::mutex mu;
+
+  TlsFixture() {
+    std::string tmpl = (fs::temp_directory_path() / "http-client-test-XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+    std::ofstream(dir / "server.crt") << pem(server.cert.get());
+    std::ofstream(dir / "server.key") << pem(server.key.get());
+    HttpServerOptions o;
+    o.certFile = (dir / "server.crt").string();
+    o.keyFile = (dir / "server.key").string();
+    auto s = startHttpServer(o, [this](const ServerRequest& req, ResponseWriter& w) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        lastAuth = req.header("authorization");
+      }
+      if (req.path == "/stream") {
+        if (!w.beginStream(200, "application/json")) return;
+        w.write("{\"n\":1}\n{\"n\":2}\r\n");
+        w.write("{\"n\":3}\n");
+        return;
+      }
+      w.respond(200, "application/json", "{\"method\":\"" + req.method + "\",\"body\":" +
+                                              (req.body.empty() ? "null" : req.body) + "}");
+    });
+    REQUIRE_MESSAGE(s.isOk(), s.status().toString());
+    http = std::move(*s);
+  }
+  ~TlsFixture() {
+    http->stop();
+    fs::remove_all(dir);
+  }
+  RestConfig config() const {
+    RestConfig c;
+    c.server = "https://127.0.0.1:" + std::to_string(http->port());
+    c.caPem = pem(ca.cert.get());
+    c.clientCertPem = pem(client.cert.get());
+    c.clientKeyPem = pem(client.key.get());
+    c.bearerToken = "secret-token";
+    return c;
+  }
+};
+
+TEST_CASE("http client: TLS with CA, client cert and key from memory, bearer token") {
+  TlsFixture fx;
+  auto client = newHttpClient(fx.config());
+  REQUIRE_MESSAGE(client.isOk(), client.status().toString());
+  HttpRequest rq;
+  rq.method = "PATCH";
+  rq.target = "/x";
+  rq.body = R"({"a":1})";
+  rq.contentType = "application/merge-patch+json";
+  auto r = (*client)->send(rq);
+  REQUIRE_MESSAGE(r.isOk(), r.status().toString());
+  CHECK(r->status == 200);
+  CHECK(r->body == R"({"method":"PATCH","body":{"a":1}})");
+  CHECK(r->headers["content-type"] == "application/json");
+  {
+    std::lock_guard<std::mutex> l(fx.mu);
+    CHECK(fx.lastAuth == "Bearer secret-token");
+  }
+
+  // Streaming over TLS, with "\r\n" line ends stripped.
+  HttpRequest srq;
+  srq.target = "/stream";
+  auto s = (*client)->stream(srq);
+  REQUIRE_MESSAGE(s.isOk(), s.status().toString());
+  std::vector<std::string> lines;
+  std::string line;
+  for (;;) {
+    auto more = (*s)->readLine(line);
+    REQUIRE_MESSAGE(more.isOk(), more.status().toString());
+    if (!*more) break;
+    lines.push_back(line);
+  }
+  CHECK(lines == std::vector<std::string>{R"({"n":1})", R"({"n":2})", R"({"n":3})"});
+
+  // A body without a content type is refused before sending.
+  HttpRequest noType;
+  noType.method = "POST";
+  noType.target = "/x";
+  noType.body = "{}";
+  CHECK((*client)->send(noType).status().code() == 500);
+}
+
+TEST_CASE("http client: an untrusted server certificate fails; insecureSkipTlsVerify accepts it") {
+  TlsFixture fx;
+  RestConfig wrongCa = fx.config();
+  Issued other = issue("other-ca", nullptr, true, nullptr);
+  wrongCa.caPem = pem(other.cert.get());
+  auto client = newHttpClient(wrongCa);
+  REQUIRE(client.isOk());
+  HttpRequest rq;
+  rq.target = "/x";
+  auto r = (*client)->send(rq);
+  CHECK_FALSE(r.isOk());
+  CHECK(r.status().code() == 503);
+
+  RestConfig insecure = wrongCa;
+  insecure.insecureSkipTlsVerify = true;
+  auto client2 = newHttpClient(insecure);
+  REQUIRE(client2.isOk());
+  auto r2 = (*client2)->send(rq);
+  REQUIRE_MESSAGE(r2.isOk(), r2.status().toString());
+  CHECK(r2->status == 200);
+}
+
+TEST_CASE("http client: a Canceller cancelled up front fails the request with Canceled") {
+  TlsFixture fx;
+  auto client = newHttpClient(fx.config());
+  REQUIRE(client.isOk());
+  Canceller c;
+  c.cancel();
+  HttpRequest rq;
+  rq.target = "/x";
+  auto r = (*client)->send(rq, &c);
+  REQUIRE_FALSE(r.isOk());
+  CHECK(r.status().code() == kCanceledCode);
+  CHECK(r.status().reason() == "Canceled");
+}
+
+}  // namespace
+}  // namespace kube
