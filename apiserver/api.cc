@@ -11,6 +11,8 @@
 #include "apiserver/protobuf.h"
 #include "apiserver/schema.h"
 #include "apiserver/selectors.h"
+#include "kube/kubeconfig.h"
+#include "kube/labels.h"
 #include "kube/timeutil.h"
 #include "kube/yaml.h"
 
@@ -265,14 +267,13 @@ void validateBuiltin(const ResourceType& rt, Json& obj, std::vector<std::string>
       if (const JsonValue* sd = kube::find(obj, {"stringData"}); sd != nullptr && sd->IsObject()) {
         JsonValue& data = kube::ensureObject(obj, "data", a);
         for (const auto& kv : sd->GetObject()) {
-          kube::setString(data, kube::view(kv.name), base64Encode(kube::view(kv.value)), a);
+          kube::setString(data, kube::view(kv.name), kube::base64Encode(kube::view(kv.value)), a);
         }
       }
       kube::removeMember(obj, "stringData");
       if (const JsonValue* d = kube::find(obj, {"data"}); d != nullptr && d->IsObject()) {
         for (const auto& kv : d->GetObject()) {
-          std::string out;
-          if (!base64Decode(kube::view(kv.value), out)) {
+          if (!kube::base64Decode(kube::view(kv.value))) {
             errs.push_back(std::string("data[") + kv.name.GetString() +
                            "]: Invalid value: illegal base64 data");
           }
@@ -315,15 +316,15 @@ void validateMetadata(const ResourceType& rt, const Json& obj, std::vector<std::
     } else {
       for (const auto& kv : labels->GetObject()) {
         std::string k(kv.name.GetString(), kv.name.GetStringLength());
-        std::string ke = validateLabelKey(k);
-        if (!ke.empty()) errs.push_back("metadata.labels: Invalid value: \"" + k + "\": " + ke);
+        Status ke = kube::validateLabelKey(k);
+        if (!ke) errs.push_back("metadata.labels: Invalid value: \"" + k + "\": " + ke.message());
         if (!kv.value.IsString()) {
           errs.push_back("metadata.labels: Invalid value: label values must be strings");
         } else {
-          std::string ve = validateLabelValue(kube::view(kv.value));
-          if (!ve.empty()) {
+          Status ve = kube::validateLabelValue(kube::view(kv.value));
+          if (!ve) {
             errs.push_back("metadata.labels: Invalid value: \"" + std::string(kube::view(kv.value)) +
-                           "\": " + ve);
+                           "\": " + ve.message());
           }
         }
       }

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include "kube/json.h"
+#include "kube/kubeconfig.h"
 
 namespace apiserver {
 
@@ -45,9 +46,8 @@ std::optional<Identity> Authenticator::authenticate(const std::string& header) c
   if (!e || !e->json) return std::nullopt;
   auto doc = kube::parseJson(*e->json);
   if (!doc) return std::nullopt;
-  std::string stored;
-  if (!base64Decode(kube::getString(*doc, {"data", "token"}), stored)) return std::nullopt;
-  if (!constantTimeEqual(stored, token)) return std::nullopt;
+  auto stored = kube::base64Decode(kube::getString(*doc, {"data", "token"}));
+  if (!stored || !constantTimeEqual(*stored, token)) return std::nullopt;
   return Identity{"system:foxden-worker:" + worker, false, worker};
 }
 

@@ -5,6 +5,7 @@
 #include "apiserver/api.h"
 #include "apiserver/request.h"
 #include "kube/json.h"
+#include "kube/kubeconfig.h"
 
 namespace apiserver {
 
@@ -371,7 +372,7 @@ std::string encodeContinue(int64_t rv, const std::string& lastKey) {
   kube::setString(d, "v", "meta.k8s.io/v1", a);
   d.AddMember("rv", rv, a);
   kube::setString(d, "start", lastKey, a);
-  std::string b = base64Encode(kube::toJson(d));
+  std::string b = kube::base64Encode(kube::toJson(d));
   for (auto& ch : b) {
     if (ch == '+') ch = '-';
     if (ch == '/') ch = '_';
@@ -385,10 +386,10 @@ kube::StatusOr<std::pair<int64_t, std::string>> decodeContinue(const std::string
     if (ch == '-') ch = '+';
     if (ch == '_') ch = '/';
   }
-  std::string text;
   auto bad = [] { return kube::Status::badRequest("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"); };
-  if (!base64Decode(b, text)) return bad();
-  auto d = kube::parseJson(text);
+  auto text = kube::base64Decode(b);
+  if (!text) return bad();
+  auto d = kube::parseJson(*text);
   if (!d || !d->IsObject()) return bad();
   auto rv = kube::getInt(*d, {"rv"});
   std::string start = kube::getString(*d, {"start"});

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "apiserver/request.h"
+#include "kube/kubeconfig.h"
 
 namespace apiserver {
 
@@ -98,7 +98,7 @@ bool addMapEntry(JsonValue& obj, const char* field, std::string_view entry, bool
   std::string k, v;
   if (!mapEntry(entry, k, v)) return false;
   JsonValue& m = kube::ensureObject(obj, field, a);
-  kube::setString(m, k, base64 ? base64Encode(v) : v, a);
+  kube::setString(m, k, base64 ? kube::base64Encode(v) : v, a);
   return true;
 }
 

@@ -1,6 +1,5 @@
 #include "apiserver/request.h"
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <cctype>
@@ -132,34 +131,6 @@ bool wantsTable(std::string_view accept) {
   return first.find("as=Table") != std::string_view::npos;
 }
 
-std::string base64Encode(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-bool base64Decode(std::string_view in, std::string& out) {
-  if (in.size() % 4 != 0) return false;
-  for (char c : in) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=')) {
-      return false;
-    }
-  }
-  out.assign(3 * in.size() / 4 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  if (n < 0) return false;
-  size_t pad = 0;
-  if (!in.empty() && in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<size_t>(n) - pad);
-  return true;
-}
-
 std::string newUid() {
   unsigned char b[16];
   RAND_bytes(b, sizeof b);
@@ -201,38 +172,6 @@ std::string validateDnsLabel(std::string_view s) {
     return "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
            "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
            "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-  }
-  return "";
-}
-
-std::string validateLabelValue(std::string_view s) {
-  static const std::regex kRe("(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?");
-  if (s.size() > 63) return "must be no more than 63 characters";
-  if (!std::regex_match(s.begin(), s.end(), kRe)) {
-    return "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
-           "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
-           "'my_value',  or '12345', regex used for validation is "
-           "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-  }
-  return "";
-}
-
-std::string validateLabelKey(std::string_view s) {
-  static const std::regex kName("([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]");
-  std::string_view name = s;
-  size_t slash = s.find('/');
-  if (slash != std::string_view::npos) {
-    std::string_view prefix = s.substr(0, slash);
-    name = s.substr(slash + 1);
-    if (prefix.empty()) return "prefix part must be non-empty";
-    std::string e = validateDnsSubdomain(prefix);
-    if (!e.empty()) return "prefix part " + e;
-  }
-  if (name.empty() || name.size() > 63 || !std::regex_match(name.begin(), name.end(), kName)) {
-    return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-           "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
-           "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') and be at most 63 "
-           "characters";
   }
   return "";
 }

@@ -28,15 +28,12 @@ std::string mediaType(std::string_view contentType);
 // True when the Accept header asks for a meta.k8s.io Table rendering.
 bool wantsTable(std::string_view accept);
 
-std::string base64Encode(std::string_view in);
-bool base64Decode(std::string_view in, std::string& out);
 std::string newUid();
 std::string randomSuffix(size_t n);  // [bcdfghjklmnpqrstvwxz2456789], like generateName
 
-// Name validation as apimachinery's; empty string when valid, else the message.
+// Name validation as apimachinery's; empty string when valid, else the message. (Label keys and
+// values: kube/labels.h.)
 std::string validateDnsSubdomain(std::string_view s);
 std::string validateDnsLabel(std::string_view s);
-std::string validateLabelKey(std::string_view s);
-std::string validateLabelValue(std::string_view s);
 
 }  // namespace apiserver
