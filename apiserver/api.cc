@@ -580,15 +580,20 @@ void Api::serveList(Call& c) {
     c.w.respond(200, kJson, renderTable(*c.rt, items, rvString(listRv), cont, c.param("includeObject")));
     return;
   }
-  std::string out = "{\"kind\":\"" + c.rt->listKind + "\",\"apiVersion\":\"" +
-                    c.rt->groupVersion() + "\",\"metadata\":{\"resourceVersion\":\"" +
-                    rvString(listRv) + "\"";
+  size_t total = 256 + cont.size();
+  for (const auto& i : items) total += i.size() + 1;
+  std::string out;
+  out.reserve(total);
+  out += "{\"kind\":\"" + c.rt->listKind + "\",\"apiVersion\":\"" + c.rt->groupVersion() +
+         "\",\"metadata\":{\"resourceVersion\":\"" + rvString(listRv) + "\"";
   if (!cont.empty()) out += ",\"continue\":\"" + cont + "\"";
   out += "},\"items\":[";
   for (size_t i = 0; i < items.size(); ++i) {
-    if (i) out += ",";
+    if (i) out += ',';
     out += items[i];
   }
+  items.clear();
+  items.shrink_to_fit();
   out += "]}";
   c.ok(200, out);
 }

@@ -8,7 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <regex>
+#include <re2/re2.h>
 #include <string_view>
 
 #include "kube/timeutil.h"
@@ -513,31 +513,25 @@ class SchemaWalker {
     }
     std::string_view pattern = stringMember(schema, "pattern");
     if (pattern.empty()) return;
-    const std::regex* re = compiled(pattern);
+    const re2::RE2* re = compiled(pattern);
     if (!re) return;  // validateSchemaDefinition rejects such schemas; nothing to check here
     std::string detail = displayName(path) + " in body should match '" + std::string(pattern) + "'";
     if (s.size() > kMaxPatternInput) {
       invalid(path, goQuote(s.substr(0, 64)), detail + " (value too long to match)", errs);
       return;
     }
-    bool matched = false;
-    try {
-      matched = std::regex_search(s.begin(), s.end(), *re);
-    } catch (const std::exception&) {
-      matched = false;  // complexity or stack limits: treat as a mismatch, never throw out
-    }
+    // RE2, as Kubernetes uses: linear time, so a hostile pattern cannot stall a request.
+    bool matched = re2::RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *re);
     if (!matched) invalid(path, goQuote(s), detail, errs);
   }
 
-  const std::regex* compiled(std::string_view pattern) {
+  const re2::RE2* compiled(std::string_view pattern) {
     auto it = regexCache_.find(std::string(pattern));
     if (it == regexCache_.end()) {
-      std::unique_ptr<std::regex> re;
-      try {
-        re = std::make_unique<std::regex>(pattern.begin(), pattern.end(), std::regex::ECMAScript);
-      } catch (const std::exception&) {
-        re.reset();
-      }
+      re2::RE2::Options opts;
+      opts.set_log_errors(false);
+      auto re = std::make_unique<re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()), opts);
+      if (!re->ok()) re.reset();
       it = regexCache_.emplace(std::string(pattern), std::move(re)).first;
     }
     return it->second.get();
@@ -789,7 +783,7 @@ class SchemaWalker {
 
   JsonAlloc& a_;
   SchemaOutcome& out_;
-  std::map<std::string, std::unique_ptr<std::regex>> regexCache_;
+  std::map<std::string, std::unique_ptr<re2::RE2>> regexCache_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -865,11 +859,12 @@ class DefinitionChecker {
       if (!p->IsString()) {
         add(childPath(path, "pattern"), "Invalid value", "", "must be a string");
       } else {
-        try {
-          std::regex re(p->GetString(), p->GetStringLength(), std::regex::ECMAScript);
-        } catch (const std::exception& e) {
+        re2::RE2::Options opts;
+        opts.set_log_errors(false);
+        re2::RE2 re(re2::StringPiece(p->GetString(), p->GetStringLength()), opts);
+        if (!re.ok()) {
           add(childPath(path, "pattern"), "Invalid value", goQuote(kube::view(*p)),
-              std::string("must be a valid regular expression, but isn't: ") + e.what());
+              "must be a valid regular expression, but isn't: " + re.error());
         }
       }
     }

@@ -76,12 +76,13 @@ class Writer final : public ResponseWriter {
   void respond(int status, std::string_view contentType, std::string_view body) override {
     if (responded_) return;
     responded_ = true;
-    http::response<http::string_body> res{static_cast<http::status>(status), version_};
+    // span_body writes straight from the caller's buffer: no copy of large list responses.
+    http::response<http::span_body<const char>> res{static_cast<http::status>(status), version_};
     res.set(http::field::content_type, beast::string_view(contentType.data(), contentType.size()));
     res.set(http::field::cache_control, "no-cache, private");
     for (auto& [k, v] : extraHeaders_) res.set(k, v);
     res.keep_alive(keepAlive_);
-    res.body() = std::string(body);
+    res.body() = boost::beast::span<const char>(body.data(), body.size());
     res.prepare_payload();
     beast::error_code ec;
     state_.deadlineMs = nowMs() + kWriteTimeoutMs;
@@ -265,6 +266,18 @@ class BeastServer final : public HttpServer {
     }
   }
 
+  // Removes a connection from the reaper's list. Declared after the socket objects in serve() so
+  // it runs before they close the descriptor: the reaper must never shut down a reused fd number.
+  struct Deregister {
+    BeastServer* server;
+    ConnState* state;
+    ~Deregister() {
+      std::lock_guard<std::mutex> g(server->mu_);
+      server->conns_.remove(state);
+      server->doneCv_.notify_all();
+    }
+  };
+
   void serve(tcp::socket sock, ConnState& state) {
     beast::error_code ec;
     sock.set_option(tcp::no_delay(true), ec);
@@ -273,6 +286,7 @@ class BeastServer final : public HttpServer {
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
     if (ssl_) {
       asio::ssl::stream<tcp::socket> stream(std::move(sock), *ssl_);
+      Deregister guard{this, &state};
       state.deadlineMs = nowMs() + 10000;
       stream.handshake(asio::ssl::stream_base::server, ec);
       state.deadlineMs = 0;
@@ -280,6 +294,7 @@ class BeastServer final : public HttpServer {
       session(stream, state, remote);
       stream.shutdown(ec);
     } else {
+      Deregister guard{this, &state};
       session(sock, state, remote);
       sock.shutdown(tcp::socket::shutdown_both, ec);
     }

@@ -280,7 +280,10 @@ std::string LabelRequirement::toString() const {
     case SelectorOp::kIn:
     case SelectorOp::kNotIn: {
       std::string s = key + opString(op) + "(";
-      for (size_t i = 0; i < values.size(); ++i) s += (i ? "," : "") + values[i];
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (i) s += ',';
+        s += values[i];
+      }
       return s + ")";
     }
     default:
@@ -358,7 +361,11 @@ bool Selector::matchesObject(const JsonValue& object) const {
 
 std::string Selector::toString() const {
   std::string s;
-  for (size_t i = 0; i < requirements_.size(); ++i) s += (i ? "," : "") + requirements_[i].toString();
+  // (Appending piecewise: `(i ? "," : "") + str` trips GCC 12's false -Wrestrict at -O3.)
+  for (size_t i = 0; i < requirements_.size(); ++i) {
+    if (i) s += ',';
+    s += requirements_[i].toString();
+  }
   return s;
 }
 
