@@ -343,7 +343,7 @@ void validateMetadata(const ResourceType& rt, const Json& obj, std::vector<std::
         }
       }
     }
-    if (total > 256 * 1024) {
+    if (total > size_t{256} * 1024) {
       errs.push_back("metadata.annotations: Too long: must have at most 262144 bytes");
     }
   }

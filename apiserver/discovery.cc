@@ -24,7 +24,7 @@ JsonValue strArray(const std::vector<std::string>& v, kube::JsonAlloc& a) {
 }
 
 JsonValue resourceEntry(const ResourceType& rt, const std::string& name, const std::string& kind,
-                        std::vector<std::string> verbs, kube::JsonAlloc& a, bool main) {
+                        const std::vector<std::string>& verbs, kube::JsonAlloc& a, bool main) {
   JsonValue r(rapidjson::kObjectType);
   kube::setString(r, "name", name, a);
   kube::setString(r, "singularName", main ? rt.singular : "", a);

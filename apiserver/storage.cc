@@ -68,8 +68,7 @@ kube::StatusOr<std::unique_ptr<Storage>> Storage::open(const std::string& path,
            "PRAGMA journal_mode=WAL",
            "PRAGMA synchronous=FULL",
            "PRAGMA busy_timeout=5000",
-           "CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, rv INTEGER NOT NULL, "
-           "value BLOB NOT NULL) WITHOUT ROWID",
+           "CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, rv INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
            "INSERT OR IGNORE INTO meta(name, value) VALUES ('rv', 0)",
        }) {
