@@ -601,6 +601,7 @@ class StrategicMerger {
       std::stable_sort(keys.begin(), keys.end(),
                        [](const auto& l, const auto& r) { return l.first < r.first; });
       std::vector<JsonValue> sorted;
+      sorted.reserve(keys.size());
       for (const auto& k : keys) sorted.emplace_back(std::move(items[k.second]));
       items = std::move(sorted);
     };

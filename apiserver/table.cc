@@ -394,14 +394,14 @@ std::string humanDuration(std::chrono::nanoseconds d) {
   int64_t seconds = duration_cast<std::chrono::seconds>(d).count();  // truncates toward zero
   if (seconds < -1) return "<invalid>";
   if (seconds < 0) return "0s";
-  if (seconds < 60 * 2) return std::to_string(seconds) + "s";
+  if (seconds < int64_t{60} * 2) return std::to_string(seconds) + "s";
   int64_t minutes = duration_cast<std::chrono::minutes>(d).count();
   if (minutes < 10) {
     int64_t s = seconds % 60;
     if (s == 0) return std::to_string(minutes) + "m";
     return std::to_string(minutes) + "m" + std::to_string(s) + "s";
   }
-  if (minutes < 60 * 3) return std::to_string(minutes) + "m";
+  if (minutes < int64_t{60} * 3) return std::to_string(minutes) + "m";
   int64_t hours = duration_cast<std::chrono::hours>(d).count();
   if (hours < 8) {
     int64_t m = minutes % 60;
@@ -409,13 +409,13 @@ std::string humanDuration(std::chrono::nanoseconds d) {
     return std::to_string(hours) + "h" + std::to_string(m) + "m";
   }
   if (hours < 48) return std::to_string(hours) + "h";
-  if (hours < 24 * 8) {
+  if (hours < int64_t{24} * 8) {
     int64_t h = hours % 24;
     if (h == 0) return std::to_string(hours / 24) + "d";
     return std::to_string(hours / 24) + "d" + std::to_string(h) + "h";
   }
-  if (hours < 24 * 365 * 2) return std::to_string(hours / 24) + "d";
-  if (hours < 24 * 365 * 8) {
+  if (hours < int64_t{24} * 365 * 2) return std::to_string(hours / 24) + "d";
+  if (hours < int64_t{24} * 365 * 8) {
     int64_t dy = (hours / 24) % 365;
     if (dy == 0) return std::to_string(hours / 24 / 365) + "y";
     return std::to_string(hours / 24 / 365) + "y" + std::to_string(dy) + "d";

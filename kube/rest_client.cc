@@ -34,7 +34,7 @@ void addParam(std::string& q, std::string_view k, std::string_view v) {
   q += urlEncode(v);
 }
 
-std::string withQuery(std::string path, const std::string& query) {
+std::string withQuery(const std::string& path, const std::string& query) {
   return query.empty() ? path : path + "?" + query;
 }
 
