@@ -57,9 +57,28 @@ kube::Status Authenticator::authorize(const Identity& id, const RequestInfo& ri)
   const std::string& w = id.worker;
   bool read = ri.verb == "get" || ri.verb == "list" || ri.verb == "watch";
   bool write = ri.verb == "create" || ri.verb == "update" || ri.verb == "patch";
+  auto boundToMe = [&](const std::string& ns, const std::string& name) {
+    auto e = storage_.get("foxden.io/allocations/" + ns + "/" + name);
+    if (!e || !e->json) return false;
+    auto doc = kube::parseJson(*e->json);
+    return doc && (kube::getString(*doc, {"spec", "workerName"}) == w ||
+                   kube::getString(*doc, {"metadata", "labels", "foxden.io/worker"}) == w);
+  };
   if (read) {
     if (ri.group.empty() && ri.resource == "secrets") {
       return forbid(id, ri, "workers may not read secrets");
+    }
+    if (ri.group == "foxden.io" && ri.resource == "allocations") {
+      // A worker sees only its own Allocations: by name when bound to it, or as a collection
+      // selected by its worker label (as the Node authorizer limits a kubelet to its pods).
+      if (!ri.name.empty()) {
+        if (boundToMe(ri.ns, ri.name)) return kube::Status::ok();
+        return forbid(id, ri, "worker " + w + " may only read Allocations bound to it");
+      }
+      if (ri.labelSelector == "foxden.io/worker=" + w || ri.labelSelector == "foxden.io/worker==" + w) {
+        return kube::Status::ok();
+      }
+      return forbid(id, ri, "worker " + w + " may only list Allocations with labelSelector foxden.io/worker=" + w);
     }
     return kube::Status::ok();
   }
@@ -74,14 +93,7 @@ kube::Status Authenticator::authorize(const Identity& id, const RequestInfo& ri)
   }
   if (ri.group == "foxden.io" && ri.resource == "allocations" && write &&
       ri.subresource == "status" && !ri.name.empty()) {
-    auto e = storage_.get("foxden.io/allocations/" + ri.ns + "/" + ri.name);
-    if (e && e->json) {
-      auto doc = kube::parseJson(*e->json);
-      if (doc && (kube::getString(*doc, {"spec", "workerName"}) == w ||
-                  kube::getString(*doc, {"metadata", "labels", "foxden.io/worker"}) == w)) {
-        return kube::Status::ok();
-      }
-    }
+    if (boundToMe(ri.ns, ri.name)) return kube::Status::ok();
     return forbid(id, ri, "worker " + w + " may only update the status of Allocations bound to it");
   }
   return forbid(id, ri, "");

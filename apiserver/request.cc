@@ -95,6 +95,7 @@ RequestInfo parseRequestInfo(const std::string& method, const std::string& path,
   if (cur.size() > 2) ri.subresource = cur[2];
   if (cur.size() > 3) ri.isResource = false;  // deeper paths are not served
   if (ri.resource == "namespaces") ri.ns.clear();
+  if (auto ls = query.find("labelSelector"); ls != query.end()) ri.labelSelector = ls->second;
   auto w = query.find("watch");
   bool watch = w != query.end() && (w->second == "true" || w->second == "1");
   if (method == "GET" || method == "HEAD") {

@@ -16,6 +16,7 @@ struct RequestInfo {
   std::string verb;  // get list watch create update patch delete deletecollection
   std::string group, version, resource, subresource, ns, name;
   std::vector<std::string> parts;  // path segments after /api or /apis
+  std::string labelSelector;       // of list/watch requests (authorisation narrows by it)
 };
 
 std::map<std::string, std::string> parseQuery(std::string_view query);

@@ -209,7 +209,8 @@ def bad_input_and_auth():
     st, _, _ = call(srv, "POST", "/apis/coordination.k8s.io/v1/namespaces/foxden-system/leases", lease("w1"), wtok)
     check("worker creates its own Lease", st == 201, st)
     alloc = lambda n, w: {"apiVersion": "foxden.io/v1alpha1", "kind": "Allocation",
-                          "metadata": {"name": n, "labels": {"foxden.io/worker": w}}, "spec": {"workerName": w}}
+                          "metadata": {"name": n, "labels": {"foxden.io/worker": w}},
+                          "spec": {"workerName": w, "tasks": [{"name": "main", "command": ["/bin/true"]}]}}
     for n, w in [("a1", "w1"), ("a2", "w2")]:
         st, _, _ = call(srv, "POST", "/apis/foxden.io/v1alpha1/namespaces/default/allocations", alloc(n, w), tok)
         check(f"admin creates allocation {n}", st == 201, st)
@@ -237,8 +238,16 @@ def bad_input_and_auth():
     for method, path, body, ct in denied:
         st, doc, _ = call(srv, method, path, body, wtok, ct)
         check(f"worker denied: {method} {path}", st == 403 and doc["reason"] == "Forbidden", (st, doc))
-    st, _, _ = call(srv, "GET", "/apis/foxden.io/v1alpha1/namespaces/default/allocations", token=wtok)
-    check("worker may list allocations", st == 200, st)
+    st, doc, _ = call(srv, "GET", "/apis/foxden.io/v1alpha1/allocations?labelSelector=foxden.io%2Fworker%3Dw1", token=wtok)
+    check("worker may list its own allocations", st == 200 and [i["metadata"]["name"] for i in doc["items"]] == ["a1"], (st, doc))
+    st, _, _ = call(srv, "GET", "/apis/foxden.io/v1alpha1/namespaces/default/allocations/a1", token=wtok)
+    check("worker may read its own allocation", st == 200, st)
+    for path in ["/apis/foxden.io/v1alpha1/namespaces/default/allocations",
+                 "/apis/foxden.io/v1alpha1/allocations?labelSelector=foxden.io%2Fworker%3Dw2",
+                 "/apis/foxden.io/v1alpha1/namespaces/default/allocations/a2",
+                 "/apis/foxden.io/v1alpha1/namespaces/default/allocations/ghost"]:
+        st, doc, _ = call(srv, "GET", path, token=wtok)
+        check(f"worker may not read others' allocations: {path}", st == 403, (st, doc))
     after = snapshot(srv, tok)
     check("refused requests changed nothing", before == after)
     srv.kill(signal.SIGTERM)
