@@ -1,0 +1,299 @@
+#include "nodeagent/agent.h"
+
+#include <ifaddrs.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "kube/timeutil.h"
+
+namespace nodeagent {
+
+using kube::Json;
+using kube::JsonValue;
+using kube::Status;
+
+namespace {
+
+const kube::ResourceRef kWorkers{"foxden.io", "v1alpha1", "workers", "", "", ""};
+const kube::ResourceRef kAllocations{"foxden.io", "v1alpha1", "allocations", "", "", ""};
+const kube::ResourceRef kLeases{"coordination.k8s.io", "v1", "leases", "foxden-system", "", ""};
+
+int64_t meminfo(const std::string& field) {
+  std::ifstream f("/proc/meminfo");
+  std::string k;
+  int64_t v = 0;
+  std::string unit;
+  while (f >> k >> v >> unit) {
+    if (k == field + ":") return v * 1024;
+  }
+  return 0;
+}
+
+std::string hostIp() {
+  ifaddrs* ifs = nullptr;
+  std::string out;
+  if (getifaddrs(&ifs) != 0) return out;
+  for (ifaddrs* i = ifs; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+    if (std::string(buf).rfind("127.", 0) == 0) continue;
+    out = buf;
+    break;
+  }
+  freeifaddrs(ifs);
+  return out;
+}
+
+void log(const std::string& msg) { std::cerr << kube::nowTime() << " foxden-agent: " << msg << std::endl; }
+
+}  // namespace
+
+Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, DriverPtr rawExec)
+    : options_(std::move(options)),
+      client_(std::move(client)),
+      exec_(std::move(exec)),
+      rawExec_(std::move(rawExec)),
+      status_(client_) {
+  ctx_.dataDir = options_.dataDir;
+  ctx_.execDriver = exec_.get();
+  ctx_.rawExecDriver = options_.enableRawExec ? rawExec_.get() : nullptr;
+  ctx_.status = &status_;
+}
+
+Agent::~Agent() {
+  queue_.shutDown();
+  if (informer_) informer_->stop();
+  // Runners are destroyed without stopping their tasks' processes: a restarted agent adopts them.
+  std::lock_guard l(mu_);
+  runners_.clear();
+  status_.stop();
+}
+
+Status Agent::registerWorker() {
+  auto existing = client_->get(kWorkers.withName(options_.name));
+  if (!existing && existing.status().code() != 404) return existing.status();
+  if (!existing) {
+    Json w(rapidjson::kObjectType);
+    auto& a = w.GetAllocator();
+    kube::setString(w, "apiVersion", "foxden.io/v1alpha1", a);
+    kube::setString(w, "kind", "Worker", a);
+    JsonValue& md = kube::ensureObject(w, "metadata", a);
+    kube::setString(md, "name", options_.name, a);
+    JsonValue& labels = kube::ensureObject(md, "labels", a);
+    for (const auto& [k, v] : options_.labels) kube::setString(labels, k, v, a);
+    w.AddMember("spec", JsonValue(rapidjson::kObjectType), a);
+    auto created = client_->create(kWorkers, w);
+    if (!created && created.status().code() != 409) return created.status();
+    log("registered Worker " + options_.name);
+  } else if (!options_.labels.empty()) {
+    Json patch(rapidjson::kObjectType);
+    auto& a = patch.GetAllocator();
+    JsonValue& labels = kube::ensureObject(kube::ensureObject(patch, "metadata", a), "labels", a);
+    for (const auto& [k, v] : options_.labels) kube::setString(labels, k, v, a);
+    auto r = client_->patch(kWorkers.withName(options_.name), kube::PatchType::kMerge, kube::toJson(patch));
+    if (!r) return r.status();
+    log("adopted Worker " + options_.name);
+  }
+  return updateWorkerStatus();
+}
+
+Status Agent::updateWorkerStatus() {
+  Json st(rapidjson::kObjectType);
+  auto& a = st.GetAllocator();
+  JsonValue& status = kube::ensureObject(st, "status", a);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int64_t mem = meminfo("MemTotal");
+  for (const char* field : {"capacity", "allocatable"}) {
+    JsonValue& m = kube::ensureObject(status, field, a);
+    kube::setString(m, "cpu", std::to_string(cpus), a);
+    kube::setString(m, "memory", std::to_string(mem / 1024) + "Ki", a);
+    kube::setString(m, "nvidia.com/gpu", "0", a);
+    kube::setString(m, "amd.com/gpu", "0", a);
+  }
+  status.AddMember("gpus", JsonValue(rapidjson::kArrayType), a);
+  JsonValue drivers(rapidjson::kArrayType);
+  drivers.PushBack("exec", a);
+  if (options_.enableRawExec) drivers.PushBack("raw_exec", a);
+  status.AddMember("drivers", std::move(drivers), a);
+  JsonValue addrs(rapidjson::kArrayType);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  JsonValue h(rapidjson::kObjectType);
+  kube::setString(h, "type", "Hostname", a);
+  kube::setString(h, "address", host, a);
+  addrs.PushBack(std::move(h), a);
+  std::string ip = hostIp();
+  if (!ip.empty()) {
+    JsonValue i(rapidjson::kObjectType);
+    kube::setString(i, "type", "InternalIP", a);
+    kube::setString(i, "address", ip, a);
+    addrs.PushBack(std::move(i), a);
+  }
+  status.AddMember("addresses", std::move(addrs), a);
+  kube::setString(status, "agentVersion", options_.version, a);
+  {
+    std::lock_guard l(mu_);
+    status.AddMember("allocations", static_cast<int64_t>(runners_.size()), a);
+  }
+  struct statvfs vfs{};
+  bool diskLow = statvfs(options_.dataDir.c_str(), &vfs) == 0 && vfs.f_blocks > 0 &&
+                 static_cast<double>(vfs.f_bavail) / static_cast<double>(vfs.f_blocks) < 0.05;
+  bool memLow = mem > 0 && static_cast<double>(meminfo("MemAvailable")) / static_cast<double>(mem) < 0.05;
+  JsonValue conds(rapidjson::kArrayType);
+  std::string now = kube::nowTime();
+  auto cond = [&](const char* type, bool value, const char* reason, const char* message) {
+    JsonValue c(rapidjson::kObjectType);
+    kube::setString(c, "type", type, a);
+    kube::setString(c, "status", value ? "True" : "False", a);
+    kube::setString(c, "reason", reason, a);
+    kube::setString(c, "message", message, a);
+    kube::setString(c, "lastHeartbeatTime", now, a);
+    kube::setString(c, "lastTransitionTime", now, a);
+    conds.PushBack(std::move(c), a);
+  };
+  cond("Ready", true, "AgentReady", "foxden-agent is posting ready status");
+  cond("MemoryPressure", memLow, memLow ? "LowMemory" : "SufficientMemory", memLow ? "less than 5% memory available" : "memory is available");
+  cond("DiskPressure", diskLow, diskLow ? "LowDisk" : "SufficientDisk", diskLow ? "less than 5% of the data directory's disk is free" : "disk space is available");
+  status.AddMember("conditions", std::move(conds), a);
+  auto r = client_->patchStatus(kWorkers.withName(options_.name), kube::PatchType::kMerge, kube::toJson(st));
+  return r ? Status::ok() : r.status();
+}
+
+Status Agent::renewLease() {
+  std::string now = kube::formatMicroTime(kube::Clock::now());
+  std::string patch = R"({"spec":{"holderIdentity":")" + options_.name + R"(","leaseDurationSeconds":)" +
+                      std::to_string(options_.leaseDurationSeconds) + R"(,"renewTime":")" + now + "\"}}";
+  auto r = client_->patch(kLeases.withName(options_.name), kube::PatchType::kMerge, patch);
+  if (r) return Status::ok();
+  if (r.status().code() != 404) return r.status();
+  Json lease;
+  lease.Parse(R"({"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"namespace":"foxden-system"},"spec":{}})");
+  auto& a = lease.GetAllocator();
+  kube::setString(lease["metadata"], "name", options_.name, a);
+  kube::setString(lease["spec"], "holderIdentity", options_.name, a);
+  lease["spec"].AddMember("leaseDurationSeconds", options_.leaseDurationSeconds, a);
+  kube::setString(lease["spec"], "renewTime", now, a);
+  auto c = client_->create(kLeases, lease);
+  return c || c.status().code() == 409 ? Status::ok() : c.status();
+}
+
+void Agent::sync(const std::string& key) {
+  kube::JsonPtr obj = informer_->get(key);
+  std::unique_ptr<AllocRunner> old;
+  {
+    std::lock_guard l(mu_);
+    auto it = runners_.find(key);
+    if (obj && kube::getString(*obj, {"spec", "workerName"}) != options_.name) obj = nullptr;
+    if (it != runners_.end() && (!obj || it->second->uid() != kube::uid(*obj))) {
+      old = std::move(it->second);  // deleted (or replaced by a new object of the same name)
+      runners_.erase(it);
+    } else if (it != runners_.end()) {
+      it->second->update(obj);
+      return;
+    }
+  }
+  if (old) {
+    old->stop();
+    status_.forget(key);
+  }
+  if (!obj) return;
+  // Terminal allocations are history: never run them again (e.g. after an agent restart).
+  std::string phase = kube::getString(*obj, {"status", "phase"});
+  if (phase == "Succeeded" || phase == "Failed" || phase == "Lost") return;
+  if (kube::getString(*obj, {"spec", "desiredState"}, "run") == "stop" ||
+      kube::find(*obj, {"metadata", "deletionTimestamp"}) != nullptr) {
+    return;
+  }
+  auto runner = std::make_unique<AllocRunner>(obj, ctx_);
+  runner->start();
+  std::lock_guard l(mu_);
+  runners_[key] = std::move(runner);
+}
+
+void Agent::syncLoop() {
+  while (auto key = queue_.get()) {
+    try {
+      sync(*key);
+      queue_.forget(*key);
+    } catch (const std::exception& e) {
+      log("sync " + *key + ": " + e.what());
+      queue_.addRateLimited(*key);
+    }
+    queue_.done(*key);
+  }
+}
+
+void Agent::reapOrphans() {
+  // Task cgroups whose allocation no longer exists for this worker: stop and remove them.
+  std::set<std::string> live;
+  for (const auto& obj : informer_->list()) live.insert(kube::uid(*obj));
+  for (Driver* d : {exec_.get(), rawExec_.get()}) {
+    if (d == nullptr) continue;
+    for (auto& [id, h] : ctx_.recovered) {
+      std::string uid = id.substr(0, id.find('.'));
+      if (live.count(uid)) continue;
+      log("stopping orphaned task " + id);
+      (void)d->stop(h, SIGKILL, 0);
+      (void)d->destroy(h);
+    }
+  }
+}
+
+Status Agent::run(const std::atomic<bool>& stop) {
+  for (Driver* d : {exec_.get(), rawExec_.get()}) {
+    if (d == nullptr) continue;
+    for (auto& [id, h] : d->recover()) ctx_.recovered[id] = h;
+  }
+  if (!ctx_.recovered.empty()) log("found " + std::to_string(ctx_.recovered.size()) + " running task(s) to re-attach");
+  Status st;
+  while (!stop && !(st = registerWorker())) {
+    log("registration failed: " + st.message() + "; retrying");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  status_.start();
+  kube::InformerOptions io;
+  io.resource = kAllocations;
+  io.labelSelector = "foxden.io/worker=" + options_.name;
+  informer_ = std::make_unique<kube::Informer>(client_, io);
+  informer_->addEventHandler({[this](const kube::JsonPtr& o) { queue_.add(kube::Informer::keyOf(*o)); },
+                              [this](const kube::JsonPtr&, const kube::JsonPtr& o) {
+                                queue_.add(kube::Informer::keyOf(*o));
+                              },
+                              [this](const kube::JsonPtr& o) { queue_.add(kube::Informer::keyOf(*o)); }});
+  informer_->start();
+  std::thread syncer([this] { syncLoop(); });
+  bool reaped = false;
+  auto nextStatus = std::chrono::steady_clock::now() + std::chrono::seconds(options_.workerStatusSeconds);
+  while (!stop) {
+    Status ls = renewLease();
+    if (!ls) log("lease renewal failed: " + ls.message());
+    if (!reaped && informer_->hasSynced()) {
+      reapOrphans();
+      reaped = true;
+    }
+    if (std::chrono::steady_clock::now() >= nextStatus) {
+      Status ws = updateWorkerStatus();
+      if (!ws) log("worker status update failed: " + ws.message());
+      nextStatus = std::chrono::steady_clock::now() + std::chrono::seconds(options_.workerStatusSeconds);
+    }
+    for (int i = 0; i < options_.heartbeatMillis / 50 && !stop; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  queue_.shutDown();
+  syncer.join();
+  informer_->stop();
+  return Status::ok();
+}
+
+}  // namespace nodeagent

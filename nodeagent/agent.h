@@ -1,0 +1,63 @@
+#pragma once
+// The node agent: registers this machine as a Worker, heartbeats with a Lease, watches the
+// Allocations bound to it and runs them (AllocRunner per allocation), writing their status through
+// one StatusWriter. After a restart it re-attaches to the tasks it finds (state files, else the
+// drivers' cgroup scan) and never starts a second copy of one.
+//
+// Threads: run()'s thread (registration, heartbeat, Worker status), the informer's, one sync
+// thread draining the work queue, the status writer's, and the runners' own.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "kube/informer.h"
+#include "kube/rest_client.h"
+#include "kube/workqueue.h"
+#include "nodeagent/allocrunner/alloc_runner.h"
+#include "nodeagent/driver/driver.h"
+#include "nodeagent/status_writer.h"
+
+namespace nodeagent {
+
+struct AgentOptions {
+  std::string name;
+  std::string dataDir;
+  std::map<std::string, std::string> labels;
+  bool enableRawExec = false;
+  int leaseDurationSeconds = 40;
+  int heartbeatMillis = 2000;
+  int workerStatusSeconds = 30;
+  std::string version = "0.1.0";
+};
+
+class Agent {
+ public:
+  Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, DriverPtr rawExec);
+  ~Agent();
+  // Runs until `stop` becomes true. Running tasks keep running when the agent stops.
+  kube::Status run(const std::atomic<bool>& stop);
+
+ private:
+  kube::Status registerWorker();
+  kube::Status renewLease();
+  kube::Status updateWorkerStatus();
+  void syncLoop();
+  void sync(const std::string& key);
+  void reapOrphans();
+
+  const AgentOptions options_;
+  kube::RestClientPtr client_;
+  DriverPtr exec_;
+  DriverPtr rawExec_;
+  StatusWriter status_;
+  AllocContext ctx_;
+  std::unique_ptr<kube::Informer> informer_;
+  kube::WorkQueue queue_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<AllocRunner>> runners_;  // by namespace/name, guarded by mu_
+};
+
+}  // namespace nodeagent

@@ -1,0 +1,368 @@
+#include "nodeagent/driver/cgroup.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libcgroup.h>
+#include <linux/magic.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+namespace nodeagent {
+namespace {
+
+using kube::Status;
+
+constexpr int64_t kCfsPeriodMicros = 100000;
+// Order matters for v1 creation only in that memory values are written in insertion order.
+const char* const kV1Controllers[] = {"cpu", "cpuacct", "memory", "pids", "devices", "freezer"};
+
+std::string libcgroupError(int rc) {
+  std::string msg = cgroup_strerror(rc);
+  if (rc == ECGOTHER) msg += std::string(": ") + std::strerror(cgroup_get_last_errno());
+  return msg;
+}
+
+// libcgroup parses /proc/mounts once per process.
+int ensureLibcgroup() {
+  static int rc = cgroup_init();
+  return rc;
+}
+
+struct CgroupFree {
+  void operator()(cgroup* cg) const { cgroup_free(&cg); }
+};
+using CgroupPtr = std::unique_ptr<cgroup, CgroupFree>;
+
+void sleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+}  // namespace
+
+Status writeFile(const std::string& path, const std::string& value) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::internal("open " + path + ": " + std::strerror(errno));
+  ssize_t n = write(fd, value.data(), value.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(value.size())) {
+    return Status::internal("write '" + value + "' to " + path + ": " + std::strerror(n < 0 ? err : EIO));
+  }
+  return Status::ok();
+}
+
+std::optional<std::string> readFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+CgroupMode detectCgroupMode(const std::string& root) {
+  struct statfs fs {};
+  if (statfs(root.c_str(), &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC) return CgroupMode::kV2;
+  return CgroupMode::kV1;
+}
+
+std::string DeviceRule::toString() const {
+  return std::string(1, type) + " " + std::to_string(major) + ":" + (minor < 0 ? "*" : std::to_string(minor)) +
+         " rwm";
+}
+
+std::vector<DeviceRule> standardDeviceRules() {
+  return {{'c', 1, 3}, {'c', 1, 5}, {'c', 1, 7}, {'c', 1, 8}, {'c', 1, 9},  // null zero full random urandom
+          {'c', 5, 0}, {'c', 5, 2}, {'c', 136, -1}};                         // tty ptmx pts/*
+}
+
+std::vector<CgroupSetting> cgroupSettings(CgroupMode mode, const CgroupLimits& l, bool memswAvailable) {
+  std::vector<CgroupSetting> s;
+  if (mode == CgroupMode::kV1) {
+    s.push_back({"cpu", "cpu.shares", std::to_string(std::clamp<int64_t>(l.cpuShares, 2, 262144))});
+    s.push_back({"cpu", "cpu.cfs_period_us", std::to_string(kCfsPeriodMicros)});
+    s.push_back({"cpu", "cpu.cfs_quota_us", l.cpuQuotaMicros > 0 ? std::to_string(l.cpuQuotaMicros) : "-1"});
+    if (l.memoryBytes > 0) {
+      // memsw (memory+swap) must be >= limit_in_bytes, so it is written second; equal = no swap.
+      s.push_back({"memory", "memory.limit_in_bytes", std::to_string(l.memoryBytes)});
+      if (memswAvailable) s.push_back({"memory", "memory.memsw.limit_in_bytes", std::to_string(l.memoryBytes)});
+    }
+    s.push_back({"pids", "pids.max", l.pidsMax > 0 ? std::to_string(l.pidsMax) : "max"});
+    if (!l.cpuset.empty()) s.push_back({"cpuset", "cpuset.cpus", l.cpuset});
+  } else {
+    // The runc/Kubernetes mapping of shares [2, 262144] onto weight [1, 10000].
+    int64_t shares = std::clamp<int64_t>(l.cpuShares, 2, 262144);
+    s.push_back({"cpu", "cpu.weight", std::to_string(1 + ((shares - 2) * 9999) / 262142)});
+    s.push_back({"cpu", "cpu.max", (l.cpuQuotaMicros > 0 ? std::to_string(l.cpuQuotaMicros) : std::string("max")) +
+                                       " " + std::to_string(kCfsPeriodMicros)});
+    if (l.memoryBytes > 0) {
+      s.push_back({"memory", "memory.max", std::to_string(l.memoryBytes)});
+      if (memswAvailable) s.push_back({"memory", "memory.swap.max", "0"});
+    }
+    s.push_back({"pids", "pids.max", l.pidsMax > 0 ? std::to_string(l.pidsMax) : "max"});
+    if (!l.cpuset.empty()) s.push_back({"cpuset", "cpuset.cpus", l.cpuset});
+  }
+  return s;
+}
+
+CgroupManager::CgroupManager(CgroupMode mode, std::string root) : mode_(mode), root_(std::move(root)) {
+  if (mode_ == CgroupMode::kV2) {
+    controllers_ = {"cpu", "memory", "pids"};
+    memsw_ = true;  // memory.swap.max: written only where the file exists (see createV2)
+    return;
+  }
+  std::lock_guard lock(mu_);
+  ensureLibcgroup();
+  for (const char* c : {"cpu", "cpuacct", "memory", "pids", "devices", "freezer", "cpuset"}) {
+    char* mnt = nullptr;
+    if (cgroup_get_subsys_mount_point(c, &mnt) == 0 && mnt != nullptr) {
+      mounts_.emplace_back(c, mnt);
+      if (std::string(c) != "cpuset") controllers_.push_back(c);
+    }
+    free(mnt);
+  }
+  std::string mem = dir("memory", "");
+  memsw_ = !mem.empty() && access((mem + "/memory.memsw.limit_in_bytes").c_str(), F_OK) == 0;
+}
+
+std::string CgroupManager::dir(const std::string& controller, const std::string& path) const {
+  if (mode_ == CgroupMode::kV2) return path.empty() ? root_ : root_ + "/" + path;
+  for (const auto& [c, mnt] : mounts_) {
+    if (c == controller) return path.empty() ? mnt : mnt + "/" + path;
+  }
+  return "";
+}
+
+Status CgroupManager::create(const std::string& path, const CgroupLimits& limits,
+                             const std::vector<DeviceRule>& devices) {
+  return mode_ == CgroupMode::kV1 ? createV1(path, limits, devices) : createV2(path, limits);
+}
+
+Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limits,
+                               const std::vector<DeviceRule>& devices) {
+  for (const char* c : kV1Controllers) {
+    if (dir(c, "").empty()) return Status::internal(std::string("cgroup v1 controller not mounted: ") + c);
+  }
+  if (!limits.cpuset.empty()) {
+    // A v1 cpuset child starts with empty cpus/mems and refuses tasks; seed the parent chain
+    // from the root so the task's own cpuset.cpus is a valid subset.
+    std::string rootDir = dir("cpuset", "");
+    if (rootDir.empty()) return Status::internal("cpuset requested but the cpuset controller is not mounted");
+    size_t pos = 0;
+    const std::string& rel = path;
+    while ((pos = rel.find('/', pos)) != std::string::npos) {
+      std::string d = rootDir + "/" + rel.substr(0, pos);
+      mkdir(d.c_str(), 0755);
+      for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
+        auto val = readFile(d + "/" + f);
+        if (val && val->find_first_not_of(" \n") == std::string::npos) {
+          auto parentVal = readFile(d.substr(0, d.rfind('/')) + "/" + f);
+          if (parentVal) (void)writeFile(d + "/" + f, *parentVal);
+        }
+      }
+      ++pos;
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (int rc = ensureLibcgroup(); rc != 0) return Status::internal("cgroup_init: " + libcgroupError(rc));
+    CgroupPtr cg(cgroup_new_cgroup(path.c_str()));
+    if (!cg) return Status::internal("cgroup_new_cgroup failed");
+    std::vector<std::pair<std::string, cgroup_controller*>> ctrls;
+    auto controller = [&](const std::string& name) -> cgroup_controller* {
+      for (auto& [n, c] : ctrls) {
+        if (n == name) return c;
+      }
+      cgroup_controller* c = cgroup_add_controller(cg.get(), name.c_str());
+      ctrls.emplace_back(name, c);
+      return c;
+    };
+    for (const auto& c : controllers_) {
+      if (controller(c) == nullptr) return Status::internal("cgroup_add_controller " + c);
+    }
+    for (const auto& s : cgroupSettings(CgroupMode::kV1, limits, memsw_)) {
+      cgroup_controller* c = controller(s.controller);
+      if (c == nullptr) return Status::internal("cgroup_add_controller " + s.controller);
+      if (int rc = cgroup_add_value_string(c, s.file.c_str(), s.value.c_str()); rc != 0) {
+        return Status::internal("cgroup_add_value " + s.file + ": " + libcgroupError(rc));
+      }
+    }
+    if (!limits.cpuset.empty()) {
+      auto mems = readFile(dir("cpuset", path.substr(0, path.rfind('/'))) + "/cpuset.mems");
+      std::string m = mems ? mems->substr(0, mems->find('\n')) : "0";
+      if (int rc = cgroup_add_value_string(controller("cpuset"), "cpuset.mems", m.c_str()); rc != 0) {
+        return Status::internal("cgroup_add_value cpuset.mems: " + libcgroupError(rc));
+      }
+    }
+    if (int rc = cgroup_create_cgroup(cg.get(), 0); rc != 0) {
+      return Status::internal("create cgroup " + path + ": " + libcgroupError(rc));
+    }
+  }
+  // devices.allow/deny take one rule per write and libcgroup keeps one value per file name, so the
+  // allow-list is written directly: deny everything, then allow each node.
+  std::string dev = dir("devices", path);
+  if (auto st = writeFile(dev + "/devices.deny", "a"); !st) return st;
+  std::vector<DeviceRule> rules = standardDeviceRules();
+  rules.insert(rules.end(), devices.begin(), devices.end());
+  for (const auto& r : rules) {
+    if (auto st = writeFile(dev + "/devices.allow", r.toString()); !st) return st;
+  }
+  return Status::ok();
+}
+
+Status CgroupManager::createV2(const std::string& path, const CgroupLimits& limits) {
+  // Controllers must be enabled in every ancestor's subtree_control ("no internal processes":
+  // the parent itself never holds tasks).
+  std::string enable = "+cpu +memory +pids";
+  if (!limits.cpuset.empty()) enable += " +cpuset";
+  std::string cur = root_;
+  size_t pos = 0;
+  for (;;) {
+    size_t next = path.find('/', pos);
+    if (auto st = writeFile(cur + "/cgroup.subtree_control", enable); !st) return st;
+    if (next == std::string::npos) break;
+    cur = root_ + "/" + path.substr(0, next);
+    if (mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST) {
+      return Status::internal("mkdir " + cur + ": " + std::strerror(errno));
+    }
+    pos = next + 1;
+  }
+  std::string leaf = root_ + "/" + path;
+  if (mkdir(leaf.c_str(), 0755) < 0 && errno != EEXIST) {
+    return Status::internal("mkdir " + leaf + ": " + std::strerror(errno));
+  }
+  bool swap = access((leaf + "/memory.swap.max").c_str(), F_OK) == 0;
+  for (const auto& s : cgroupSettings(CgroupMode::kV2, limits, swap)) {
+    if (auto st = writeFile(leaf + "/" + s.file, s.value); !st) return st;
+  }
+  return Status::ok();
+}
+
+Status CgroupManager::attach(const std::string& path, pid_t pid) {
+  if (mode_ == CgroupMode::kV2) return writeFile(root_ + "/" + path + "/cgroup.procs", std::to_string(pid));
+  std::lock_guard lock(mu_);
+  CgroupPtr cg(cgroup_new_cgroup(path.c_str()));
+  if (!cg) return Status::internal("cgroup_new_cgroup failed");
+  for (const auto& c : controllers_) cgroup_add_controller(cg.get(), c.c_str());
+  std::string cpuset = dir("cpuset", path);
+  if (!cpuset.empty() && access(cpuset.c_str(), F_OK) == 0) cgroup_add_controller(cg.get(), "cpuset");
+  if (int rc = cgroup_attach_task_pid(cg.get(), pid); rc != 0) {
+    return Status::internal("attach " + std::to_string(pid) + " to " + path + ": " + libcgroupError(rc));
+  }
+  return Status::ok();
+}
+
+std::vector<pid_t> CgroupManager::procs(const std::string& path) const {
+  // The pids hierarchy is the one every task process is charged to; memory would do as well.
+  std::vector<pid_t> out;
+  auto text = readFile(dir("pids", path) + "/cgroup.procs");
+  if (!text) return out;
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    if (end > pos) out.push_back(static_cast<pid_t>(std::atol(text->substr(pos, end - pos).c_str())));
+    pos = end + 1;
+  }
+  return out;
+}
+
+Status CgroupManager::setFrozen(const std::string& path, bool frozen) {
+  if (mode_ == CgroupMode::kV2) return writeFile(dir("", path) + "/cgroup.freeze", frozen ? "1" : "0");
+  std::string state = dir("freezer", path) + "/freezer.state";
+  if (auto st = writeFile(state, frozen ? "FROZEN" : "THAWED"); !st) return st;
+  if (!frozen) return Status::ok();
+  for (int i = 0; i < 200; ++i) {  // FREEZING -> FROZEN normally takes microseconds
+    auto s = readFile(state);
+    if (s && s->rfind("FROZEN", 0) == 0) return Status::ok();
+    sleepMs(5);
+  }
+  return Status::internal("cgroup " + path + " did not freeze");
+}
+
+Status CgroupManager::killAll(const std::string& path, int timeoutMs) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  std::string killFile = dir("", path) + "/cgroup.kill";
+  if (mode_ == CgroupMode::kV2 && access(killFile.c_str(), F_OK) == 0) {
+    if (auto st = writeFile(killFile, "1"); !st) return st;
+  } else {
+    // Frozen processes cannot fork between our read of cgroup.procs and the kills.
+    while (!procs(path).empty()) {
+      if (auto st = setFrozen(path, true); !st) return st;
+      for (pid_t p : procs(path)) kill(p, SIGKILL);
+      if (auto st = setFrozen(path, false); !st) return st;
+      if (std::chrono::steady_clock::now() > deadline) break;
+      sleepMs(10);
+    }
+  }
+  while (!procs(path).empty()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::internal("cgroup " + path + " still has processes after SIGKILL");
+    }
+    sleepMs(10);
+  }
+  return Status::ok();
+}
+
+int64_t CgroupManager::oomKills(const std::string& path) const {
+  std::string file = mode_ == CgroupMode::kV1 ? dir("memory", path) + "/memory.oom_control"
+                                              : dir("", path) + "/memory.events";
+  auto text = readFile(file);
+  if (!text) return 0;
+  size_t pos = text->find("oom_kill ");
+  if (pos == std::string::npos) return 0;
+  return std::atoll(text->c_str() + pos + 9);
+}
+
+std::vector<std::string> CgroupManager::children(const std::string& parent) const {
+  std::vector<std::string> out;
+  std::string d = mode_ == CgroupMode::kV1 ? dir("pids", parent) : dir("", parent);
+  DIR* dp = opendir(d.c_str());
+  if (dp == nullptr) return out;
+  while (dirent* e = readdir(dp)) {
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') out.emplace_back(e->d_name);
+  }
+  closedir(dp);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Status CgroupManager::remove(const std::string& path) {
+  if (mode_ == CgroupMode::kV2) {
+    std::string d = dir("", path);
+    if (rmdir(d.c_str()) < 0 && errno != ENOENT) return Status::internal("rmdir " + d + ": " + std::strerror(errno));
+    return Status::ok();
+  }
+  std::lock_guard lock(mu_);
+  CgroupPtr cg(cgroup_new_cgroup(path.c_str()));
+  if (!cg) return Status::internal("cgroup_new_cgroup failed");
+  std::vector<std::string> present;
+  for (const auto& [c, mnt] : mounts_) {
+    if (access((mnt + "/" + path).c_str(), F_OK) == 0) {
+      cgroup_add_controller(cg.get(), c.c_str());
+      present.push_back(c);
+    }
+  }
+  if (present.empty()) return Status::ok();
+  // IGNORE_MIGRATION: the caller killed everything; nothing should be left to move to the parent.
+  if (int rc = cgroup_delete_cgroup_ext(cg.get(), CGFLAG_DELETE_IGNORE_MIGRATION); rc != 0) {
+    return Status::internal("delete cgroup " + path + ": " + libcgroupError(rc));
+  }
+  return Status::ok();
+}
+
+}  // namespace nodeagent

@@ -1,0 +1,305 @@
+#include "nodeagent/driver/task_init.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <grp.h>
+
+namespace nodeagent::init {
+namespace {
+
+constexpr const char* kStepNames[] = {
+    "wait for cgroup attach", "set up stdio", "make mounts private", "build root", "pivot_root",
+    "remount root read-only", "sethostname", "fork task", "reset signals", "set no_new_privs",
+    "drop bounding capabilities", "keep capabilities", "setgroups", "setgid", "setuid",
+    "set capabilities", "set ambient capabilities", "chdir", "close fds", "install seccomp filter",
+    "execve",
+};
+
+// Fixed fds inside the init, so that closing "everything else" is a single close_range.
+constexpr int kErrorFd = 3;
+constexpr int kExitDirFd = 4;
+
+// The signals the init forwards to the task; SIGCHLD tells it to reap.
+constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+[[noreturn]] void fail(Step step, int err, int index = -1) {
+  ErrorRecord rec{static_cast<int>(step), err, index};
+  // A short write on a pipe of this size cannot happen; nothing else to do if it fails anyway.
+  [[maybe_unused]] ssize_t n = write(kErrorFd, &rec, sizeof rec);
+  _exit(127);
+}
+
+int retryDup2(int from, int to) {
+  int rc;
+  do rc = dup2(from, to); while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+bool isDir(const char* path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool exists(const char* path) {
+  struct stat st;
+  return lstat(path, &st) == 0;
+}
+
+// Makes the mount at `path` and everything below it read-only (plus nosuid, nodev) in one call;
+// the old MS_REMOUNT|MS_BIND way only touches the top mount and leaves submounts writable.
+int makeReadOnly(const char* path, bool recursive) {
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  if (syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr, sizeof attr) == 0) {
+    return 0;
+  }
+  if (errno != ENOSYS) return -1;
+  return mount(nullptr, path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr);
+}
+
+int runOp(const MountOp& op) {
+  switch (op.kind) {
+    case MountOpKind::kMkdir:
+      if (mkdir(op.dst, op.mode) < 0 && errno != EEXIST) return -1;
+      return 0;
+    case MountOpKind::kSymlink:
+      if (symlink(op.src, op.dst) < 0 && errno != EEXIST) return -1;
+      return 0;
+    case MountOpKind::kTouch: {
+      int fd = open(op.dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd < 0) return -1;
+      close(fd);
+      return 0;
+    }
+    case MountOpKind::kMount:
+      return mount(op.src, op.dst, op.fstype, op.flags, op.data);
+    case MountOpKind::kBindReadOnly:
+      if (mount(op.src, op.dst, nullptr, MS_BIND | MS_REC, nullptr) < 0) return -1;
+      return makeReadOnly(op.dst, true);
+    case MountOpKind::kBindWritable:
+      if (mount(op.src, op.dst, nullptr, MS_BIND, nullptr) < 0) return -1;
+      return mount(nullptr, op.dst, nullptr, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | op.flags, nullptr);
+    case MountOpKind::kMaskPath:
+      if (!exists(op.dst)) return 0;
+      if (isDir(op.dst)) {
+        return mount("tmpfs", op.dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+      }
+      return mount(op.src, op.dst, nullptr, MS_BIND, nullptr);  // src: the new root's /dev/null
+    case MountOpKind::kReadOnlyPath:
+      if (!exists(op.dst)) return 0;
+      if (mount(op.dst, op.dst, nullptr, MS_BIND | MS_REC, nullptr) < 0) return -1;
+      return makeReadOnly(op.dst, true);
+  }
+  errno = EINVAL;
+  return -1;
+}
+
+// Decimal without snprintf (not async-signal-safe).
+size_t formatInt(long value, char* out) {
+  char tmp[24];
+  size_t n = 0;
+  bool neg = value < 0;
+  unsigned long v = neg ? static_cast<unsigned long>(-value) : static_cast<unsigned long>(value);
+  do {
+    tmp[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  size_t len = 0;
+  if (neg) out[len++] = '-';
+  while (n > 0) out[len++] = tmp[--n];
+  out[len++] = '\n';
+  return len;
+}
+
+// `<taskDir>/.foxden/exit` = the raw wait status; written to a temp name and renamed so that a
+// reader never sees half a number.
+void writeExitFile(int status) {
+  char buf[32];
+  size_t len = formatInt(status, buf);
+  int fd = openat(kExitDirFd, "exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return;
+  [[maybe_unused]] ssize_t n = write(fd, buf, len);
+  fsync(fd);
+  close(fd);
+  renameat(kExitDirFd, "exit.tmp", kExitDirFd, "exit");
+}
+
+[[noreturn]] void runTask(const InitSpec& s, const sigset_t& oldMask) {
+  // Undo what the agent and the init set up: handlers become default again (SIG_IGN survives
+  // execve otherwise) and nothing stays blocked.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    sigaction(sig, &dfl, nullptr);  // EINVAL for the glibc-reserved signals is fine
+  }
+  sigset_t empty;
+  sigemptyset(&empty);
+  if (sigprocmask(SIG_SETMASK, &empty, nullptr) < 0) fail(Step::kSignals, errno);
+  (void)oldMask;
+  setsid();
+
+  if (s.noNewPrivs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(Step::kNoNewPrivs, errno);
+
+  if (s.dropCapabilities) {
+    // The bounding set first, while we are still root with CAP_SETPCAP.
+    for (int cap = 0; cap <= s.lastCap; ++cap) {
+      bool keep = false;
+      for (size_t i = 0; i < s.keepCapCount; ++i) keep = keep || s.keepCaps[i] == cap;
+      if (!keep && cap_drop_bound(static_cast<cap_value_t>(cap)) < 0 && errno != EINVAL) {
+        fail(Step::kBoundingSet, errno, cap);
+      }
+    }
+    // Without KEEPCAPS, setuid() away from root clears the permitted set we want to keep.
+    if (s.keepCapCount > 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail(Step::kKeepCaps, errno);
+  }
+
+  if (s.switchUser) {
+    if (setgroups(s.groupCount, s.groups) < 0) fail(Step::kSetGroups, errno);
+    if (setgid(s.gid) < 0) fail(Step::kSetGid, errno);
+    if (setuid(s.uid) < 0) fail(Step::kSetUid, errno);
+  }
+
+  if (s.dropCapabilities) {
+    if (cap_set_proc(s.capState) < 0) fail(Step::kCapSet, errno);
+    // Ambient capabilities are what lets a non-root task keep its allow-list across execve.
+    if (cap_reset_ambient() < 0 && errno != EINVAL) fail(Step::kAmbient, errno);
+    if (s.uid != 0 || !s.switchUser) {
+      for (size_t i = 0; i < s.keepCapCount; ++i) {
+        if (cap_set_ambient(s.keepCaps[i], CAP_SET) < 0) fail(Step::kAmbient, errno, s.keepCaps[i]);
+      }
+    }
+  }
+
+  if (s.workingDir != nullptr && chdir(s.workingDir) < 0) fail(Step::kChdir, errno);
+
+  // Only 0, 1, 2 and the error pipe (CLOEXEC) survive; the init's exit dir fd must not leak.
+  if (syscall(SYS_close_range, kErrorFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
+
+  if (s.seccomp != nullptr &&
+      syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, s.seccomp) < 0) {
+    fail(Step::kSeccomp, errno);
+  }
+
+  int lastErr = ENOENT;
+  for (size_t i = 0; i < s.execCandidateCount; ++i) {
+    execve(s.execCandidates[i], s.argv, s.envp);
+    lastErr = errno;
+    if (errno != ENOENT && errno != ENOTDIR) break;
+  }
+  fail(Step::kExecve, lastErr);
+}
+
+}  // namespace
+
+const char* stepName(Step step) {
+  auto i = static_cast<size_t>(step);
+  return i < sizeof kStepNames / sizeof kStepNames[0] ? kStepNames[i] : "unknown step";
+}
+
+int taskInitMain(void* arg) {
+  const InitSpec& s = *static_cast<const InitSpec*>(arg);
+
+  // Nothing happens before the agent has put us into the task's cgroup.
+  char go = 0;
+  ssize_t n;
+  do n = read(s.syncFd, &go, 1); while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(126);
+
+  // Fixed fd layout: 0 /dev/null, 1/2 the task's output, 3 error pipe, 4 exit dir. Dup everything
+  // above 10 first so that no target clobbers a source.
+  int out = fcntl(s.stdoutFd >= 0 ? s.stdoutFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int err = fcntl(s.stderrFd >= 0 ? s.stderrFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int nul = fcntl(s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int errPipe = fcntl(s.errorFd, F_DUPFD_CLOEXEC, 10);
+  int exitDir = fcntl(s.exitDirFd, F_DUPFD_CLOEXEC, 10);
+  if (errPipe < 0) _exit(126);
+  if (retryDup2(errPipe, kErrorFd) < 0) _exit(126);
+  fcntl(kErrorFd, F_SETFD, FD_CLOEXEC);
+  if (out < 0 || err < 0 || nul < 0 || exitDir < 0) fail(Step::kStdio, errno);
+  if (retryDup2(nul, 0) < 0 || retryDup2(out, 1) < 0 || retryDup2(err, 2) < 0 ||
+      retryDup2(exitDir, kExitDirFd) < 0) {
+    fail(Step::kStdio, errno);
+  }
+  fcntl(kExitDirFd, F_SETFD, FD_CLOEXEC);
+  // Every other fd of the agent (sockets, the store, other tasks' pipes) is closed here.
+  if (syscall(SYS_close_range, kExitDirFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
+
+  if (s.isolate) {
+    // Our mount namespace is a copy of the host's: make it private so nothing propagates back.
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) fail(Step::kMountPrivate, errno);
+    for (size_t i = 0; i < s.opCount; ++i) {
+      if (runOp(s.ops[i]) < 0) fail(Step::kMountOp, errno, static_cast<int>(i));
+    }
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves no
+    // path back to the host tree (unlike chroot).
+    if (chdir(s.rootDir) < 0) fail(Step::kPivotRoot, errno);
+    if (syscall(SYS_pivot_root, ".", ".") < 0) fail(Step::kPivotRoot, errno);
+    if (umount2(".", MNT_DETACH) < 0) fail(Step::kPivotRoot, errno);
+    if (chdir("/") < 0) fail(Step::kPivotRoot, errno);
+    if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) < 0) {
+      fail(Step::kRootReadOnly, errno);
+    }
+    if (s.hostname != nullptr && sethostname(s.hostname, strlen(s.hostname)) < 0) {
+      fail(Step::kHostname, errno);
+    }
+    // The init runs as root in the task's cgroup; make its /proc entries unreadable to the task.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  } else {
+    // raw_exec: no PID namespace, so become the reaper of the task's orphans ourselves.
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  }
+
+  // Block what we forward before forking so nothing is lost between fork and sigwaitinfo.
+  sigset_t waitSet, oldMask;
+  sigemptyset(&waitSet);
+  for (int sig : kForwarded) sigaddset(&waitSet, sig);
+  sigaddset(&waitSet, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &waitSet, &oldMask) < 0) fail(Step::kSignals, errno);
+
+  pid_t task = _Fork();
+  if (task < 0) fail(Step::kFork, errno);
+  if (task == 0) runTask(s, oldMask);
+  close(kErrorFd);  // the task's copy is the only one left: EOF at its execve
+
+  int taskStatus = 0;
+  for (;;) {
+    siginfo_t info;
+    int sig = sigwaitinfo(&waitSet, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      kill(task, sig);
+      continue;
+    }
+    bool taskDone = false;
+    for (;;) {
+      int st = 0;
+      pid_t p = waitpid(-1, &st, WNOHANG);
+      if (p <= 0) break;
+      if (p == task) {
+        taskStatus = st;
+        taskDone = true;
+      }
+    }
+    if (taskDone) break;
+  }
+  writeExitFile(taskStatus);
+  // PID 1 cannot kill itself with the task's signal; the exit file has the real status.
+  if (WIFEXITED(taskStatus)) _exit(WEXITSTATUS(taskStatus));
+  _exit(128 + WTERMSIG(taskStatus));
+}
+
+}  // namespace nodeagent::init

@@ -1,0 +1,94 @@
+#pragma once
+// The task init: the code that runs between clone() in the agent and execve() of the task.
+//
+// Everything here runs in a child of a multi-threaded process, so it may only make
+// async-signal-safe calls: raw syscalls and libcap/prctl wrappers on structures the agent built
+// before the clone. No malloc, no stdio, no locks, no C++ exceptions. The agent therefore
+// pre-computes every path, argv/envp array, the mount plan, the seccomp BPF program and the
+// capability state into an InitSpec of plain pointers; the child sees a copy-on-write snapshot.
+
+#include <linux/filter.h>
+#include <sys/capability.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nodeagent::init {
+
+// One step of building the task's root, executed in order by the init.
+enum class MountOpKind : int {
+  kMkdir,        // mkdir(dst, mode); EEXIST is fine
+  kSymlink,      // symlink(src, dst)
+  kTouch,        // create an empty file dst (a bind-mount target)
+  kMount,        // mount(src, dst, fstype, flags, data)
+  kBindReadOnly, // bind src on dst (recursively), then make the whole subtree read-only
+  kBindWritable, // bind src on dst, nosuid+nodev
+  kMaskPath,     // if dst exists: /dev/null over a file, empty read-only tmpfs over a directory
+  kReadOnlyPath, // if dst exists: bind it on itself read-only
+};
+
+struct MountOp {
+  MountOpKind kind;
+  const char* src = nullptr;
+  const char* dst = nullptr;
+  const char* fstype = nullptr;
+  unsigned long flags = 0;
+  const char* data = nullptr;
+  unsigned mode = 0755;
+};
+
+// Where a start failed: index into kStepNames (in the .cc), reported through the error pipe.
+enum class Step : int {
+  kSyncRead, kStdio, kMountPrivate, kMountOp, kPivotRoot, kRootReadOnly, kHostname, kFork,
+  kSignals, kNoNewPrivs, kBoundingSet, kKeepCaps, kSetGroups, kSetGid, kSetUid, kCapSet,
+  kAmbient, kChdir, kCloseFds, kSeccomp, kExecve,
+};
+const char* stepName(Step step);
+
+// What the error pipe carries: the failing step, its errno, and for kMountOp the op's index.
+struct ErrorRecord {
+  int step;
+  int err;
+  int index;
+};
+
+struct InitSpec {
+  bool isolate = true;        // exec (namespaces, new root) or raw_exec (cgroup only)
+  int syncFd = -1;            // read end: the agent writes one byte once the child is in its cgroup
+  int errorFd = -1;           // write end (CLOEXEC): an ErrorRecord on failure, EOF after execve
+  int exitDirFd = -1;         // <taskDir>/.foxden: where the init writes `exit`
+  int stdoutFd = -1;          // -1: /dev/null
+  int stderrFd = -1;
+  int devNullFd = -1;         // the host's /dev/null, opened by the agent
+
+  const char* rootDir = nullptr;       // host path of the new root (exec)
+  const MountOp* ops = nullptr;
+  size_t opCount = 0;
+  const char* hostname = nullptr;
+
+  // The task process.
+  const char* const* execCandidates = nullptr;  // argv[0] resolved against a fixed PATH, in order
+  size_t execCandidateCount = 0;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* workingDir = nullptr;  // nullptr: leave the cwd alone (raw_exec)
+  bool switchUser = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  const gid_t* groups = nullptr;
+  size_t groupCount = 0;
+
+  bool dropCapabilities = true;       // exec: bounding/ambient/E/P/I to keepCaps
+  const cap_value_t* keepCaps = nullptr;
+  size_t keepCapCount = 0;
+  int lastCap = 40;                   // cap_max_bits() - 1, read by the agent
+  cap_t capState = nullptr;           // E=P=I=keepCaps, built by the agent
+  bool noNewPrivs = true;
+  const sock_fprog* seccomp = nullptr;  // nullptr: no filter
+};
+
+// The clone() entry point; `arg` is an InitSpec*. Never returns.
+int taskInitMain(void* arg);
+
+}  // namespace nodeagent::init

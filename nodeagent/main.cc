@@ -1,0 +1,89 @@
+// foxden-agent: the node agent. See nodeagent/README.md.
+//
+//   foxden-agent --kubeconfig FILE --name NAME --data-dir DIR [--label k=v]... [--enable-raw-exec]
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <iostream>
+
+#include "kube/http_client.h"
+#include "kube/kubeconfig.h"
+#include "kube/rest_client.h"
+#include "nodeagent/agent.h"
+#include "nodeagent/driver/exec_driver.h"
+
+namespace {
+std::atomic<bool> gStop{false};
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"foxden-agent: runs the Allocations bound to this worker"};
+  std::string kubeconfig;
+  nodeagent::AgentOptions o;
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  o.name = host;
+  o.dataDir = "/var/lib/foxden-agent";
+  std::vector<std::string> labels;
+  app.add_option("--kubeconfig", kubeconfig, "kubeconfig (default: in-cluster service account)");
+  app.add_option("--name", o.name, "Worker name")->capture_default_str();
+  app.add_option("--data-dir", o.dataDir, "State, task directories and logs")->capture_default_str();
+  app.add_option("--label", labels, "Worker label k=v (repeatable)");
+  app.add_flag("--enable-raw-exec", o.enableRawExec, "Allow the raw_exec driver (cgroup only, no isolation)");
+  app.add_option("--heartbeat-ms", o.heartbeatMillis, "Lease renewal period")->capture_default_str()->check(CLI::Range(100, 60000));
+  app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (const auto& l : labels) {
+    size_t eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "foxden-agent: --label must be key=value, got \"" << l << "\"\n";
+      return 2;
+    }
+    o.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  if (o.name.empty() || o.name.size() > 253 || o.name.find('/') != std::string::npos) {
+    std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";
+    return 2;
+  }
+  auto cfg = kubeconfig.empty() ? kube::loadInClusterConfig() : kube::loadKubeconfig(kubeconfig);
+  if (!cfg) {
+    std::cerr << "foxden-agent: " << cfg.status().message() << "\n";
+    return 2;
+  }
+  auto http = kube::newHttpClient(*cfg);
+  if (!http) {
+    std::cerr << "foxden-agent: " << http.status().message() << "\n";
+    return 2;
+  }
+  // Tasks write to log files, never to pipes we own: a dying agent cannot SIGPIPE them, and we
+  // must not die of SIGPIPE ourselves.
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa{};
+  sa.sa_handler = [](int) { gStop = true; };
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  // Each agent owns its cgroup subtree and driver state, so agents (or test instances) on one
+  // machine never adopt or reap each other's tasks.
+  nodeagent::ExecDriverOptions eo;
+  eo.cgroupParent = "foxden-" + o.name;
+  eo.stateDir = o.dataDir + "/driver/exec";
+  nodeagent::ExecDriverOptions ro = eo;
+  ro.isolate = false;
+  ro.cgroupParent = "foxden-" + o.name + "-raw";
+  ro.stateDir = o.dataDir + "/driver/raw";
+  nodeagent::Agent agent(o, std::make_shared<kube::RestClient>(*http), nodeagent::newExecDriver(eo),
+                         nodeagent::newRawExecDriver(ro));
+  kube::Status st = agent.run(gStop);
+  if (!st) {
+    std::cerr << "foxden-agent: " << st.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

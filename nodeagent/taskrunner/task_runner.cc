@@ -1,0 +1,423 @@
+#include "nodeagent/taskrunner/task_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "kube/quantity.h"
+#include "kube/timeutil.h"
+
+namespace nodeagent {
+
+using kube::Json;
+using kube::JsonValue;
+using kube::Status;
+using kube::StatusOr;
+
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+constexpr int64_t kDefaultPidsMax = 4096;
+
+// Kubernetes' $(VAR) expansion: defined names are replaced, $$ escapes, anything else stays.
+std::string expand(const std::string& in, const std::map<std::string, std::string>& env) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '$') {
+      out.push_back('$');
+      ++i;
+    } else if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '(') {
+      size_t close = in.find(')', i + 2);
+      if (close == std::string::npos) {
+        out.append(in, i, std::string::npos);
+        break;
+      }
+      std::string name = in.substr(i + 2, close - i - 2);
+      auto it = env.find(name);
+      if (it != env.end()) {
+        out += it->second;
+      } else {
+        out.append(in, i, close - i + 1);
+      }
+      i = close;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> stringList(const JsonValue* v) {
+  std::vector<std::string> out;
+  if (v == nullptr || !v->IsArray()) return out;
+  for (const auto& s : v->GetArray()) {
+    if (s.IsString()) out.emplace_back(kube::view(s));
+  }
+  return out;
+}
+
+StatusOr<int64_t> quantityMilli(const JsonValue& task, const char* kind, const char* res) {
+  const JsonValue* q = kube::find(task, {"resources", kind, res});
+  if (q == nullptr) return int64_t{0};
+  std::string text = q->IsString() ? std::string(kube::view(*q)) : (q->IsNumber() ? kube::toJson(*q) : "");
+  auto parsed = kube::Quantity::parse(text);
+  if (!parsed) {
+    return Status::invalid(std::string("resources.") + kind + "." + res + ": invalid quantity \"" +
+                           text + "\": " + parsed.status().message());
+  }
+  return parsed->milliValue();
+}
+
+bool writeFileAtomic(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+int openLog(const std::string& path) {
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
+}  // namespace
+
+int parseSignal(const std::string& s) {
+  static const std::pair<const char*, int> kSignals[] = {
+      {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+      {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+      {"CONT", SIGCONT}, {"WINCH", SIGWINCH}};
+  if (s.empty()) return SIGTERM;
+  if (std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+    int n = s.size() <= 2 ? std::stoi(s) : -1;
+    return n > 0 && n < 32 ? n : -1;
+  }
+  std::string name = s.rfind("SIG", 0) == 0 ? s.substr(3) : s;
+  for (const auto& [n, v] : kSignals) {
+    if (name == n) return v;
+  }
+  return -1;
+}
+
+TaskRunner::TaskRunner(TaskConfig config, Driver& driver, std::function<void()> onChange)
+    : config_(std::move(config)),
+      name_(kube::getString(*config_.task, {"name"})),
+      driver_(driver),
+      onChange_(std::move(onChange)) {
+  state_.name = name_;
+  state_.restarts = config_.previousRestarts;
+}
+
+TaskRunner::~TaskRunner() {
+  if (thread_.joinable()) stop();
+}
+
+void TaskRunner::start() { thread_ = std::thread([this] { run(); }); }
+
+void TaskRunner::requestStop() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+}
+
+void TaskRunner::stop() {
+  requestStop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void TaskRunner::requestDetach() {
+  {
+    std::lock_guard l(mu_);
+    detaching_ = true;
+  }
+  cv_.notify_all();
+}
+
+void TaskRunner::detachAndJoin() {
+  requestDetach();
+  if (thread_.joinable()) thread_.join();
+}
+
+TaskState TaskRunner::snapshot() const {
+  std::lock_guard l(mu_);
+  return state_;
+}
+
+void TaskRunner::setState(const std::function<void(TaskState&)>& f) {
+  {
+    std::lock_guard l(mu_);
+    f(state_);
+  }
+  if (onChange_) onChange_();
+}
+
+bool TaskRunner::sleepFor(std::chrono::milliseconds d) {
+  std::unique_lock l(mu_);
+  cv_.wait_for(l, d, [this] { return stopping_.load() || detaching_.load(); });
+  return !stopping_ && !detaching_;
+}
+
+void TaskRunner::persist(const TaskHandle& h) {
+  Json d(rapidjson::kObjectType);
+  auto& a = d.GetAllocator();
+  TaskState s = snapshot();
+  d.AddMember("pid", h.pid, a);
+  d.AddMember("startTicks", static_cast<uint64_t>(h.startTicks), a);
+  kube::setString(d, "cgroup", h.cgroup, a);
+  d.AddMember("restarts", s.restarts, a);
+  d.AddMember("running", s.state == "Running", a);
+  d.AddMember("done", s.done, a);
+  d.AddMember("failed", s.failed, a);
+  d.AddMember("exitCode", s.exitCode, a);
+  kube::setString(d, "reason", s.reason, a);
+  kube::setString(d, "startedAt", s.startedAt, a);
+  kube::setString(d, "finishedAt", s.finishedAt, a);
+  (void)writeFileAtomic(config_.stateFile, kube::toJson(d));
+}
+
+bool TaskRunner::adopt(TaskHandle& h) {
+  std::ifstream f(config_.stateFile);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto d = kube::parseJson(ss.str());
+  if (d && d->IsObject()) {
+    int restarts = static_cast<int>(kube::getInt(*d, {"restarts"}).value_or(0));
+    setState([&](TaskState& s) { s.restarts = std::max(s.restarts, restarts); });
+  }
+  if (d && d->IsObject() && kube::getBool(*d, {"done"})) {
+    // Finished before the agent restarted (a prestart task, a completed batch task): keep it so.
+    setState([&](TaskState& s) {
+      s.state = "Terminated";
+      s.done = true;
+      s.failed = kube::getBool(*d, {"failed"});
+      s.exitCode = static_cast<int>(kube::getInt(*d, {"exitCode"}).value_or(0));
+      s.reason = kube::getString(*d, {"reason"});
+      s.restarts = std::max(s.restarts, static_cast<int>(kube::getInt(*d, {"restarts"}).value_or(0)));
+      s.startedAt = kube::getString(*d, {"startedAt"});
+      s.finishedAt = kube::getString(*d, {"finishedAt"});
+    });
+    return true;
+  }
+  if (d && d->IsObject() && kube::getBool(*d, {"running"})) {
+    h.pid = static_cast<pid_t>(kube::getInt(*d, {"pid"}).value_or(-1));
+    const JsonValue* ticks = kube::find(*d, {"startTicks"});
+    h.startTicks = ticks != nullptr && ticks->IsUint64() ? ticks->GetUint64() : 0;
+    h.cgroup = kube::getString(*d, {"cgroup"});
+    int restarts = static_cast<int>(kube::getInt(*d, {"restarts"}).value_or(0));
+    std::string startedAt = kube::getString(*d, {"startedAt"});
+    setState([&](TaskState& s) {
+      s.state = "Running";
+      s.pid = h.pid;
+      s.restarts = std::max(s.restarts, restarts);
+      s.startedAt = startedAt;
+    });
+    return true;  // alive or not: wait() reports how it ended if it is gone
+  }
+  if (config_.recovered) {
+    h = *config_.recovered;
+    setState([&](TaskState& s) {
+      s.state = "Running";
+      s.pid = h.pid;
+    });
+    persist(h);
+    return true;
+  }
+  return false;
+}
+
+StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
+  const JsonValue& task = *config_.task;
+  TaskLaunch l;
+  l.id = config_.allocUid + "." + name_;
+  bool raw = kube::getString(task, {"driver"}, "exec") == "raw_exec";
+  l.taskDir = config_.taskDir;
+  l.allocDir = config_.allocDir;
+  l.user = kube::getString(task, {"user"}, raw ? "" : "nobody");
+  l.workingDir = kube::getString(task, {"workingDir"}, raw ? config_.taskDir + "/local" : "/local");
+
+  std::map<std::string, std::string> env;
+  env["PATH"] = kDefaultPath;
+  env["FOXDEN_ALLOC_ID"] = config_.allocUid;
+  env["FOXDEN_ALLOC_NAME"] = config_.allocName;
+  env["FOXDEN_ALLOC_INDEX"] = std::to_string(config_.index);
+  env["FOXDEN_NAMESPACE"] = config_.allocNamespace;
+  env["FOXDEN_JOB"] = config_.jobName;
+  env["FOXDEN_GROUP"] = config_.groupName;
+  env["FOXDEN_TASK"] = name_;
+  env["FOXDEN_TASK_DIR"] = raw ? config_.taskDir + "/local" : "/local";
+  env["FOXDEN_SECRETS_DIR"] = raw ? config_.taskDir + "/secrets" : "/secrets";
+  env["FOXDEN_ALLOC_DIR"] = raw ? config_.allocDir : "/alloc";
+  for (const auto& [port, value] : config_.ports) env["FOXDEN_PORT_" + port] = std::to_string(value);
+  if (const JsonValue* e = kube::find(task, {"env"}); e != nullptr && e->IsArray()) {
+    for (const auto& item : e->GetArray()) {
+      std::string n = kube::getString(item, {"name"});
+      if (n.empty() || n.find('=') != std::string::npos) {
+        return Status::invalid("env: invalid variable name \"" + n + "\"");
+      }
+      if (kube::find(item, {"valueFrom"}) != nullptr) {
+        return Status::invalid("env[" + n + "].valueFrom is not supported by this agent yet");
+      }
+      env[n] = expand(kube::getString(item, {"value"}), env);
+    }
+  }
+  for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
+  for (const auto& s : stringList(kube::find(task, {"command"}))) l.argv.push_back(expand(s, env));
+  for (const auto& s : stringList(kube::find(task, {"args"}))) l.argv.push_back(expand(s, env));
+  if (l.argv.empty()) return Status::invalid("command: Required value: the task has no command");
+
+  auto cpuReq = quantityMilli(task, "requests", "cpu");
+  auto cpuLim = quantityMilli(task, "limits", "cpu");
+  auto memLim = quantityMilli(task, "limits", "memory");
+  if (!cpuReq) return cpuReq.status();
+  if (!cpuLim) return cpuLim.status();
+  if (!memLim) return memLim.status();
+  if (*cpuReq > 0) l.limits.cpuShares = std::max<int64_t>(2, *cpuReq * 1024 / 1000);
+  if (*cpuLim > 0) l.limits.cpuQuotaMicros = std::max<int64_t>(1000, *cpuLim * 100);  // per 100 ms
+  if (*memLim > 0) l.limits.memoryBytes = *memLim / 1000;
+  l.limits.pidsMax = kDefaultPidsMax;
+  l.stdoutFd = openLog(config_.logDir + "/stdout.log");
+  l.stderrFd = openLog(config_.logDir + "/stderr.log");
+  if (l.stdoutFd < 0 || l.stderrFd < 0) {
+    if (l.stdoutFd >= 0) ::close(l.stdoutFd);
+    if (l.stderrFd >= 0) ::close(l.stderrFd);
+    return Status::internal("cannot open the task's log files in " + config_.logDir + ": " + std::strerror(errno));
+  }
+  return l;
+}
+
+void TaskRunner::run() {
+  const JsonValue& task = *config_.task;
+  int killSignal = parseSignal(kube::getString(task, {"killSignal"}, "SIGTERM"));
+  int killTimeoutMs = static_cast<int>(kube::getInt(task, {"killTimeoutSeconds"}).value_or(5)) * 1000;
+  if (killSignal < 0) {
+    setState([&](TaskState& s) {
+      s.state = "Terminated";
+      s.reason = "StartError";
+      s.message = "killSignal: unknown signal \"" + kube::getString(task, {"killSignal"}) + "\"";
+      s.failed = s.done = true;
+    });
+    return;
+  }
+  TaskHandle h;
+  bool adopted = adopt(h);
+  if (snapshot().done) return;
+  for (;;) {
+    if (stopping_ || detaching_) break;
+    if (!adopted) {
+      auto launch = buildLaunch();
+      StatusOr<TaskHandle> started = launch ? driver_.start(*launch) : StatusOr<TaskHandle>(launch.status());
+      if (launch) {
+        // The driver dup'd what it needs; our copies go.
+        if (launch->stdoutFd >= 0) ::close(launch->stdoutFd);
+        if (launch->stderrFd >= 0) ::close(launch->stderrFd);
+      }
+      if (!started) {
+        bool permanent = !launch;  // a bad spec will not fix itself by retrying
+        setState([&](TaskState& s) {
+          s.state = "Terminated";
+          s.reason = "StartError";
+          s.message = started.status().message();
+          s.finishedAt = kube::nowTime();
+          s.pid = 0;
+        });
+        if (permanent) {
+          setState([](TaskState& s) { s.failed = s.done = true; });
+          break;
+        }
+      } else {
+        h = *started;
+        setState([&](TaskState& s) {
+          s.state = "Running";
+          s.pid = h.pid;
+          s.startedAt = kube::nowTime();
+          s.finishedAt.clear();
+          s.reason.clear();
+          s.message.clear();
+          s.exitCode = 0;
+          s.signal = 0;
+        });
+        persist(h);
+      }
+    }
+    adopted = false;
+    if (h.pid > 0 && snapshot().state == "Running") {
+      bool stopSent = false;
+      std::optional<TaskExit> exit;
+      while (!(exit = driver_.wait(h, 500))) {
+        if (detaching_ && !stopping_) return;  // the task keeps running; its state file says so
+        if (stopping_ && !stopSent) {
+          stopSent = true;
+          (void)driver_.stop(h, killSignal, killTimeoutMs);
+        }
+      }
+      (void)driver_.destroy(h);
+      setState([&](TaskState& s) {
+        s.state = "Terminated";
+        s.pid = 0;
+        s.exitCode = exit->exitCode;
+        s.signal = exit->signal;
+        s.finishedAt = kube::nowTime();
+        s.message = exit->message;
+        if (exit->oomKilled) {
+          s.reason = "OOMKilled";
+        } else if (stopSent) {
+          s.reason = "Killed";
+        } else if (exit->signal == 0 && exit->exitCode == 0) {
+          s.reason = "Completed";
+        } else {
+          s.reason = "Error";
+        }
+      });
+      persist(h);
+      h = TaskHandle{};
+    }
+    if (stopping_) {
+      setState([](TaskState& s) { s.done = true; });
+      break;
+    }
+    TaskState now = snapshot();
+    bool batch = config_.jobType.empty() || config_.jobType == "batch" || config_.jobType == "sysbatch";
+    if (now.reason == "Completed" && batch) {
+      setState([](TaskState& s) { s.done = true; });
+      persist(TaskHandle{});
+      break;
+    }
+    // A failure (or a service's exit): count it within the interval.
+    auto t = std::chrono::system_clock::now();
+    failures_.push_back(t);
+    std::erase_if(failures_, [&](auto f) {
+      return t - f > std::chrono::seconds(config_.restart.intervalSeconds);
+    });
+    if (static_cast<int>(failures_.size()) > config_.restart.attempts) {
+      if (!config_.restart.modeDelay) {
+        setState([](TaskState& s) { s.failed = s.done = true; });
+        persist(TaskHandle{});
+        break;
+      }
+      if (!sleepFor(std::chrono::seconds(config_.restart.intervalSeconds))) continue;
+      failures_.clear();
+    }
+    if (!sleepFor(std::chrono::seconds(config_.restart.delaySeconds))) {
+      if (detaching_ && !stopping_) return;
+      continue;
+    }
+    setState([](TaskState& s) {
+      ++s.restarts;
+      s.state = "Waiting";
+    });
+    persist(TaskHandle{});  // the restart counter survives an agent restart
+  }
+}
+
+}  // namespace nodeagent

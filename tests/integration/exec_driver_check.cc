@@ -1,0 +1,643 @@
+// exec_driver_check: runs real tasks through the exec and raw_exec drivers (needs root and cgroup
+// v1 hierarchies, as on the CI host) and checks isolation, limits, stop, re-attach and devices.
+// Prints one line per check and "N passed, N failed"; exits non-zero on any failure. Everything it
+// creates (cgroups under foxden-check-<pid>, a canary, fake device nodes, a work dir) is removed at
+// the end, also after failed checks.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nodeagent/driver/cgroup.h"
+#include "nodeagent/driver/exec_driver.h"
+
+namespace {
+
+using nodeagent::TaskExit;
+using nodeagent::TaskHandle;
+using nodeagent::TaskLaunch;
+using Clock = std::chrono::steady_clock;
+
+int gPassed = 0;
+int gFailed = 0;
+
+void check(bool ok, const std::string& name, const std::string& detail = "") {
+  (ok ? gPassed : gFailed)++;
+  std::cout << (ok ? "PASS " : "FAIL ") << name << (detail.empty() ? "" : ": " + detail) << std::endl;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+std::map<std::string, std::string> parseKv(const std::string& out) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t eq = line.find('=');
+    if (eq != std::string::npos) kv[line.substr(0, eq)] = trim(line.substr(eq + 1));
+  }
+  return kv;
+}
+
+std::string exitText(const TaskExit& e) {
+  return "exit=" + std::to_string(e.exitCode) + " signal=" + std::to_string(e.signal) +
+         " oom=" + (e.oomKilled ? "true" : "false") + (e.message.empty() ? "" : " (" + e.message + ")");
+}
+
+const char* const kHierarchies[] = {"cpu", "cpuacct", "memory", "pids", "devices", "freezer", "cpuset"};
+
+struct Fixture {
+  std::string work;
+  std::string parent = "foxden-check-" + std::to_string(getpid());
+  std::string rawParent = parent + "-raw";
+  std::string canary = "/var/tmp/foxden-canary-" + std::to_string(getpid());
+  std::vector<std::string> fakeDevices;
+  nodeagent::ExecDriverOptions opts;
+  nodeagent::ExecDriverOptions rawOpts;
+
+  Fixture() {
+    char tmpl[] = "/tmp/foxden-exec-XXXXXX";
+    work = mkdtemp(tmpl);
+    chmod(work.c_str(), 0755);
+    mkdir((work + "/alloc").c_str(), 0777);
+    chmod((work + "/alloc").c_str(), 01777);
+    opts.cgroupParent = parent;
+    opts.stateDir = work + "/state";
+    rawOpts = opts;
+    rawOpts.cgroupParent = rawParent;
+    rawOpts.stateDir = work + "/state-raw";
+    std::ofstream(canary) << "foxden-canary-secret\n";
+  }
+
+  ~Fixture() { cleanup(); }
+
+  // Kills whatever is left in our cgroups and removes them, the canary, the fake nodes and work.
+  void cleanup() {
+    for (const auto& p : {parent, rawParent}) {
+      for (const char* h : kHierarchies) {
+        std::string base = std::string("/sys/fs/cgroup/") + h + "/" + p;
+        std::error_code ec;
+        if (!std::filesystem::exists(base, ec)) continue;
+        for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+          if (!e.is_directory()) continue;
+          for (int i = 0; i < 50; ++i) {
+            std::istringstream procs(slurp(e.path().string() + "/cgroup.procs"));
+            pid_t pid;
+            bool any = false;
+            while (procs >> pid) {
+              kill(pid, SIGKILL);
+              any = true;
+            }
+            if (!any) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+          rmdir(e.path().c_str());
+        }
+        rmdir(base.c_str());
+      }
+    }
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    unlink(canary.c_str());
+    for (const auto& d : fakeDevices) unlink(d.c_str());
+    std::error_code ec;
+    std::filesystem::remove_all(work, ec);
+  }
+
+  bool cgroupsGone() {
+    for (const auto& p : {parent, rawParent}) {
+      for (const char* h : kHierarchies) {
+        std::string base = std::string("/sys/fs/cgroup/") + h + "/" + p;
+        std::error_code ec;
+        if (!std::filesystem::exists(base, ec)) continue;
+        for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+          if (e.is_directory()) return false;
+        }
+      }
+    }
+    return true;
+  }
+};
+
+Fixture* gFix = nullptr;
+
+struct Launched {
+  TaskLaunch launch;
+  std::string outPath;
+};
+
+Launched makeLaunch(const std::string& name, std::vector<std::string> argv) {
+  Launched l;
+  std::string dir = gFix->work + "/" + name;
+  mkdir(dir.c_str(), 0755);
+  for (const char* sub : {"/local", "/secrets", "/tmp"}) {
+    std::string d = dir + sub;
+    mkdir(d.c_str(), 0755);
+    if (chown(d.c_str(), 65534, 65534) != 0) perror("chown");
+  }
+  l.launch.id = "t" + std::to_string(getpid()) + "." + name;
+  l.launch.argv = std::move(argv);
+  l.launch.taskDir = dir;
+  l.launch.allocDir = gFix->work + "/alloc";
+  l.outPath = gFix->work + "/" + name + ".out";
+  return l;
+}
+
+struct Result {
+  bool started = false;
+  std::string startError;
+  TaskHandle handle;
+  TaskExit exit;
+  std::string out;
+};
+
+// Starts the task with stdout+stderr to a file, optionally waits for it and destroys it.
+Result run(nodeagent::Driver& d, Launched& l, int waitMs = 20000, bool finish = true) {
+  Result r;
+  int fd = open(l.outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  l.launch.stdoutFd = fd;
+  l.launch.stderrFd = fd;
+  auto h = d.start(l.launch);
+  close(fd);  // the driver dup'ed it into the task
+  if (!h) {
+    r.startError = h.status().message();
+    return r;
+  }
+  r.started = true;
+  r.handle = *h;
+  if (!finish) return r;
+  auto e = d.wait(r.handle, waitMs);
+  if (!e) {
+    (void)d.stop(r.handle, SIGKILL, 0);
+    e = d.wait(r.handle, 5000);
+    r.startError = "timed out";
+  }
+  if (e) r.exit = *e;
+  r.out = slurp(l.outPath);
+  if (auto st = d.destroy(r.handle); !st) std::cout << "  destroy: " << st.message() << "\n";
+  return r;
+}
+
+std::vector<std::string> sh(const std::string& script) { return {"/bin/sh", "-c", script}; }
+
+uint64_t readU64(const std::string& path) { return std::strtoull(slurp(path).c_str(), nullptr, 10); }
+
+// ---- checks ----------------------------------------------------------------------------------
+
+void checkBasics(nodeagent::Driver& d) {
+  auto l = makeLaunch("hello", sh("echo hello; echo to-stderr >&2"));
+  auto r = run(d, l);
+  check(r.started && r.exit.exitCode == 0 && r.exit.signal == 0 && contains(r.out, "hello\n") &&
+            contains(r.out, "to-stderr"),
+        "exit 0 with stdout captured", exitText(r.exit) + " out=" + trim(r.out) + " " + r.startError);
+
+  auto l3 = makeLaunch("exit3", sh("exit 3"));
+  auto r3 = run(d, l3);
+  check(r3.started && r3.exit.exitCode == 3, "exit code 3 reported", exitText(r3.exit));
+
+  auto lm = makeLaunch("missing", {"/no/such/binary"});
+  auto rm = run(d, lm);
+  check(!rm.started && contains(rm.startError, "execve") && contains(rm.startError, "No such file"),
+        "missing binary is a start error", rm.startError);
+
+  auto lu = makeLaunch("baduser", sh("true"));
+  lu.launch.user = "no-such-user-foxden";
+  auto ru = run(d, lu);
+  check(!ru.started && contains(ru.startError, "unknown user"), "bad user is a start error", ru.startError);
+
+  auto lc = makeLaunch("badcwd", sh("true"));
+  lc.launch.workingDir = "/no/such/dir";
+  auto rc = run(d, lc);
+  check(!rc.started && contains(rc.startError, "chdir"), "bad working dir is a start error", rc.startError);
+
+  auto lp = makeLaunch("proccwd", sh("true"));
+  lp.launch.workingDir = "/proc/self/fd/4";
+  auto rp = run(d, lp);
+  check(!rp.started && contains(rp.startError, "outside /proc"), "cwd under /proc rejected", rp.startError);
+}
+
+const char* kBattery = R"SH(
+echo "ROOT=$(ls / | tr '\n' ' ')"
+echo "CANARY=$(cat CANARY_PATH 2>&1)"
+echo "VAR=$(ls /var 2>&1)"
+echo "PROCS=$(ls /proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
+grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status | tr -d '\t ' | sed 's/:/=/'
+touch /usr/foxden-x 2>/dev/null && echo USRWRITE=yes || echo USRWRITE=no
+touch /foxden-x 2>/dev/null && echo ROOTWRITE=yes || echo ROOTWRITE=no
+mknod /tmp/n c 1 3 2>/dev/null && echo MKNOD=yes || echo MKNOD=no
+mount -t tmpfs none /tmp 2>/dev/null && echo MOUNT=yes || echo MOUNT=no
+unshare -m true 2>/dev/null && echo UNSHARE=yes || echo UNSHARE=no
+unshare -mrpf sh -c 'mount -t proc none /proc && echo h > /proc/sysrq-trigger' 2>/dev/null && echo UNSHARE_PROC=yes || echo UNSHARE_PROC=no
+chroot / true 2>/dev/null && echo CHROOT=yes || echo CHROOT=no
+echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo PROCSYS=yes || echo PROCSYS=no
+echo "UID=$(id -u)"
+echo "HOST=$(cat /proc/sys/kernel/hostname)"
+M=""; for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/sysrq-trigger; do [ -e $f ] || continue; [ -c $f ] && M="$M $f:masked" || M="$M $f:OPEN"; done
+echo "MASKED=$M"
+echo "KEYS=$(wc -c < /proc/keys)"
+echo "ACPI=$(ls -A /proc/acpi 2>&1)"
+echo "PROCSYS_MNT=$(awk '$5=="/proc/sys"{print $6}' /proc/self/mountinfo)"
+echo "FDS=$(ls /proc/self/fd | tr '\n' ' ')"
+touch /local/x 2>/dev/null && echo LOCALW=yes || echo LOCALW=no
+touch /tmp/x 2>/dev/null && echo TMPW=yes || echo TMPW=no
+/usr/bin/python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def t(name, nr, *a):
+    r = libc.syscall(nr, *[ctypes.c_long(x) for x in a])
+    print(name + "=" + ("ok" if r >= 0 else os.strerror(ctypes.get_errno())))
+t("KEYCTL", 250, 0, 0, 0, 0, 0)
+t("CLONE3", 435, 0, 0)
+t("BPF", 321, 0, 0, 0)
+t("UNSHARE_RAW", 272, 0x20000)
+t("PTRACE", 101, 0, 0, 0, 0)
+t("IOURING", 425, 1, 0)
+t("OPEN_BY_HANDLE", 304, 0, 0, 0)
+t("PERF", 298, 0, 0, 0, 0, 0)
+' 2>&1
+)SH";
+
+void checkIsolation(nodeagent::Driver& d, const std::string& user) {
+  std::string script = kBattery;
+  script.replace(script.find("CANARY_PATH"), 11, gFix->canary);
+  auto l = makeLaunch("battery-" + user, sh(script));
+  l.launch.user = user;
+  if (user == "root") {  // the task dirs belong to the task's user (root has no CAP_DAC_OVERRIDE here)
+    for (const char* sub : {"/local", "/tmp"}) {
+      if (chown((l.launch.taskDir + sub).c_str(), 0, 0) != 0) perror("chown");
+    }
+  }
+  auto r = run(d, l);
+  auto kv = parseKv(r.out);
+  std::string p = "[" + user + "] ";
+  check(r.started && r.exit.exitCode == 0, p + "battery ran", exitText(r.exit) + " " + r.startError);
+  check(kv["ROOT"] == "alloc bin dev etc lib lib64 local proc sbin secrets tmp usr", p + "ls / shows only the task root",
+        kv["ROOT"]);
+  check(!contains(r.out, "foxden-canary-secret") && contains(kv["CANARY"], "No such file") &&
+            contains(kv["VAR"], "No such file"),
+        p + "host canary unreachable", kv["CANARY"]);
+  std::istringstream procs(kv["PROCS"]);
+  int pid, count = 0, maxPid = 0;
+  bool hasInit = false;
+  while (procs >> pid) {
+    ++count;
+    maxPid = std::max(maxPid, pid);
+    hasInit = hasInit || pid == 1;
+  }
+  check(hasInit && count <= 6 && maxPid < 100, p + "/proc lists only the task's processes", kv["PROCS"]);
+  check(kv["NoNewPrivs"] == "1" && kv["Seccomp"] == "2", p + "no_new_privs and seccomp",
+        "NoNewPrivs=" + kv["NoNewPrivs"] + " Seccomp=" + kv["Seccomp"]);
+  const std::string zero = "0000000000000000";
+  check(kv["CapEff"] == zero && kv["CapBnd"] == zero && kv["CapPrm"] == zero && kv["CapAmb"] == zero &&
+            kv["CapInh"] == zero,
+        p + "capabilities empty", "CapEff=" + kv["CapEff"] + " CapBnd=" + kv["CapBnd"] + " CapPrm=" + kv["CapPrm"]);
+  check(kv["USRWRITE"] == "no" && kv["ROOTWRITE"] == "no" && kv["LOCALW"] == "yes" && kv["TMPW"] == "yes",
+        p + "/usr and / read-only, /local and /tmp writable",
+        "usr=" + kv["USRWRITE"] + " root=" + kv["ROOTWRITE"] + " local=" + kv["LOCALW"] + " tmp=" + kv["TMPW"]);
+  check(kv["MKNOD"] == "no" && kv["MOUNT"] == "no" && kv["UNSHARE"] == "no" && kv["UNSHARE_PROC"] == "no" &&
+            kv["CHROOT"] == "no" && kv["PROCSYS"] == "no",
+        p + "mknod, mount, unshare, chroot, /proc/sys write fail",
+        "mknod=" + kv["MKNOD"] + " mount=" + kv["MOUNT"] + " unshare=" + kv["UNSHARE"] +
+            " unshare-proc=" + kv["UNSHARE_PROC"] + " chroot=" + kv["CHROOT"] + " procsys=" + kv["PROCSYS"]);
+  std::string eperm = "Operation not permitted";
+  check(kv["KEYCTL"] == eperm && kv["BPF"] == eperm && kv["UNSHARE_RAW"] == eperm && kv["PTRACE"] == eperm &&
+            kv["IOURING"] == eperm && kv["OPEN_BY_HANDLE"] == eperm && kv["PERF"] == eperm &&
+            kv["CLONE3"] == "Function not implemented",
+        p + "seccomp denies keyctl/bpf/unshare/ptrace/io_uring/open_by_handle_at/perf, clone3 ENOSYS",
+        "keyctl=" + kv["KEYCTL"] + " clone3=" + kv["CLONE3"] + " io_uring=" + kv["IOURING"]);
+  check(kv["UID"] == (user == "root" ? "0" : "65534"), p + "runs as " + user, "uid=" + kv["UID"]);
+  check(kv["HOST"] == l.launch.id, p + "hostname is the task id", kv["HOST"]);
+  check(contains(kv["MASKED"], "/proc/keys:masked") && contains(kv["MASKED"], "/proc/timer_list:masked") &&
+            !contains(kv["MASKED"], "OPEN") && kv["KEYS"] == "0" && kv["ACPI"].empty(),
+        p + "masked /proc paths (those this kernel has)", kv["MASKED"] + " acpi='" + kv["ACPI"] + "'");
+  check(kv["PROCSYS_MNT"].rfind("ro,", 0) == 0, p + "/proc/sys mounted read-only", kv["PROCSYS_MNT"]);
+  check(kv["FDS"] == "0 1 2 3", p + "only fds 0-2 inherited (3 = ls's own)", kv["FDS"]);
+}
+
+void checkCapabilities(nodeagent::Driver& d) {
+  auto l = makeLaunch("caps", sh("grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status | tr -d '\\t ' | sed 's/:/=/'"));
+  l.launch.capabilities = {"CAP_NET_BIND_SERVICE"};
+  auto r = run(d, l);
+  auto kv = parseKv(r.out);
+  const std::string bind = "0000000000000400";
+  check(kv["CapEff"] == bind && kv["CapBnd"] == bind && kv["CapAmb"] == bind,
+        "configured capability set is exactly CAP_NET_BIND_SERVICE",
+        "CapEff=" + kv["CapEff"] + " CapBnd=" + kv["CapBnd"] + " CapAmb=" + kv["CapAmb"] + " " + r.startError);
+}
+
+void checkLimits(nodeagent::Driver& d) {
+  // Memory: tail buffers its whole (newline-free) input.
+  auto lm = makeLaunch("oom", sh("head -c 200M /dev/zero | tail"));
+  lm.launch.limits.memoryBytes = 32 << 20;
+  auto rm = run(d, lm, 60000);
+  check(rm.started && rm.exit.oomKilled && rm.exit.exitCode == 128 + SIGKILL, "memory hog OOM-killed at 32Mi",
+        exitText(rm.exit));
+
+  // pids: fork until the limit refuses.
+  auto lp = makeLaunch("forkbomb", {"/usr/bin/python3", "-c", R"PY(
+import os, time
+ok = failed = 0
+for i in range(300):
+    try:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        ok += 1
+    except OSError:
+        failed += 1
+print("forked", ok, "failed", failed, flush=True)
+time.sleep(30)
+)PY"});
+  lp.launch.limits.pidsMax = 20;
+  auto rp = run(d, lp, 20000, false);
+  if (rp.started) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::string dir = "/sys/fs/cgroup/pids/" + rp.handle.cgroup;
+    uint64_t current = readU64(dir + "/pids.current");
+    std::string events = trim(slurp(dir + "/pids.events"));
+    pid_t child = fork();
+    if (child == 0) {
+      execl("/bin/true", "true", nullptr);
+      _exit(127);
+    }
+    int st = 0;
+    bool hostFork = child > 0 && waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    (void)d.stop(rp.handle, SIGKILL, 0);
+    auto e = d.wait(rp.handle, 5000);
+    (void)d.destroy(rp.handle);
+    std::string out = trim(slurp(lp.outPath));
+    uint64_t maxHits = std::strtoull(events.substr(events.find(' ') + 1).c_str(), nullptr, 10);
+    check(current >= 15 && current <= 20 && maxHits > 0 && hostFork && contains(out, "failed"),
+          "fork bomb stops at pids.max=20, host unaffected",
+          "task says '" + out + "', pids.current=" + std::to_string(current) + " pids.events='" + events +
+              "' host fork ok=" + (hostFork ? "yes" : "no"));
+  } else {
+    check(false, "fork bomb task started", rp.startError);
+  }
+
+  // cpu: 500m of a busy loop, measured by cpuacct.usage.
+  auto lc = makeLaunch("busy", sh("while :; do :; done"));
+  lc.launch.limits.cpuQuotaMicros = 50000;
+  auto rc = run(d, lc, 0, false);
+  if (rc.started) {
+    std::string usage = "/sys/fs/cgroup/cpuacct/" + rc.handle.cgroup + "/cpuacct.usage";
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    uint64_t u0 = readU64(usage);
+    auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    uint64_t u1 = readU64(usage);
+    double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    double frac = static_cast<double>(u1 - u0) / 1e9 / wall;
+    (void)d.stop(rc.handle, SIGTERM, 1000);
+    (void)d.wait(rc.handle, 5000);
+    (void)d.destroy(rc.handle);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.3f of a core over %.2f s", frac, wall);
+    check(frac > 0.3 && frac < 0.7, "cpu limit 500m", buf);
+  } else {
+    check(false, "busy task started", rc.startError);
+  }
+}
+
+void checkStop(nodeagent::Driver& d) {
+  auto lg = makeLaunch("graceful", sh("sleep 100"));
+  auto rg = run(d, lg, 0, false);
+  auto t0 = Clock::now();
+  Result dummy;
+  if (rg.started) {
+    auto st = d.stop(rg.handle, SIGTERM, 5000);
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto e = d.wait(rg.handle, 5000);
+    (void)d.destroy(rg.handle);
+    check(st.isOk() && e && e->signal == SIGTERM && s < 2.5, "SIGTERM forwarded through the init",
+          (e ? exitText(*e) : "no exit") + " after " + std::to_string(s) + " s");
+  }
+
+  auto l = makeLaunch("stubborn", sh("trap '' TERM; while :; do sleep 1; done"));
+  auto r = run(d, l, 0, false);
+  if (!r.started) {
+    check(false, "stubborn task started", r.startError);
+    return;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  t0 = Clock::now();
+  auto st = d.stop(r.handle, SIGTERM, 700);
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  auto procs = trim(slurp("/sys/fs/cgroup/pids/" + r.handle.cgroup + "/cgroup.procs"));
+  auto e = d.wait(r.handle, 5000);
+  bool aliveAfter = d.alive(r.handle);
+  (void)d.destroy(r.handle);
+  check(st.isOk() && s >= 0.6 && procs.empty() && !aliveAfter && e.has_value(),
+        "task ignoring SIGTERM is SIGKILLed after killTimeout, cgroup empty",
+        "stop took " + std::to_string(s) + " s, procs='" + procs + "', " + (e ? exitText(*e) : "no exit"));
+}
+
+// The agent calls the driver from several threads; start four tasks at once.
+void checkConcurrentStarts(nodeagent::Driver& d) {
+  constexpr int kTasks = 4;
+  std::vector<Launched> ls;
+  for (int i = 0; i < kTasks; ++i) ls.push_back(makeLaunch("par" + std::to_string(i), sh("echo task-" + std::to_string(i))));
+  std::vector<Result> rs(kTasks);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kTasks; ++i) threads.emplace_back([&, i] { rs[i] = run(d, ls[i]); });
+  for (auto& t : threads) t.join();
+  bool ok = true;
+  std::string detail;
+  for (int i = 0; i < kTasks; ++i) {
+    ok = ok && rs[i].started && rs[i].exit.exitCode == 0 && trim(rs[i].out) == "task-" + std::to_string(i);
+    detail += trim(rs[i].out) + (rs[i].startError.empty() ? "" : "(" + rs[i].startError + ")") + " ";
+  }
+  check(ok, "4 tasks started concurrently from 4 threads", detail);
+}
+
+void checkReattach() {
+  auto a = nodeagent::newExecDriver(gFix->opts);
+  auto l = makeLaunch("reattach", sh("sleep 1; exit 7"));
+  auto r = run(*a, l, 0, false);
+  if (!r.started) {
+    check(false, "reattach task started", r.startError);
+    return;
+  }
+  auto b = nodeagent::newExecDriver(gFix->opts);  // as after an agent restart
+  auto found = b->recover();
+  std::optional<TaskHandle> h;
+  for (auto& [id, handle] : found) {
+    if (id == l.launch.id) h = handle;
+  }
+  check(h && h->pid == r.handle.pid && h->startTicks == r.handle.startTicks && h->cgroup == r.handle.cgroup &&
+            b->alive(*h),
+        "recover() finds the running task with the same pid",
+        h ? "pid " + std::to_string(h->pid) + " vs " + std::to_string(r.handle.pid) : "not found");
+  if (!h) {
+    (void)a->stop(r.handle, SIGKILL, 0);
+    (void)a->destroy(r.handle);
+    return;
+  }
+  auto e = b->wait(*h, 10000);
+  check(e && e->exitCode == 7, "wait() on the recovered handle reports exit 7", e ? exitText(*e) : "timeout");
+  (void)b->destroy(*h);
+  check(b->recover().empty(), "nothing left to recover after destroy");
+}
+
+void checkRawExec() {
+  auto d = nodeagent::newRawExecDriver(gFix->rawOpts);
+  auto l = makeLaunch("raw", sh("cat /proc/self/cgroup; ls /"));
+  l.launch.user = "";
+  auto r = run(*d, l);
+  check(r.started && r.exit.exitCode == 0 && contains(r.out, "pids:/" + gFix->rawParent + "/" + l.launch.id) &&
+            contains(r.out, "work\n"),
+        "raw_exec runs on the host in its cgroup", exitText(r.exit) + " " + r.startError);
+}
+
+void checkDevices(nodeagent::Driver& d) {
+  if (contains(slurp("/proc/devices"), "\n195 ")) {
+    check(false, "devices", "major 195 is in use on this host; fake nodes would be real");
+    return;
+  }
+  std::string fake0 = "/dev/foxden-fake-nvidia0", fake1 = "/dev/foxden-fake-nvidia1";
+  for (int i = 0; i < 2; ++i) {
+    std::string path = i == 0 ? fake0 : fake1;
+    unlink(path.c_str());
+    if (mknod(path.c_str(), S_IFCHR | 0666, makedev(195, i)) != 0) {
+      check(false, "mknod " + path, std::strerror(errno));
+      return;
+    }
+    gFix->fakeDevices.push_back(path);
+  }
+  auto l = makeLaunch("devices", sh(
+      "echo \"DEV=$(ls /dev | tr '\\n' ' ')\"\n"
+      "echo \"OPEN0=$(cat /dev/foxden-fake-nvidia0 2>&1)\"\n"
+      "mknod /tmp/fake1 c 195 1 2>/dev/null && echo MKNOD=yes || echo MKNOD=no\n"
+      "echo \"OPEN1=$(cat /local/fake1 2>&1)\"\n"));
+  l.launch.devices = {fake0};
+  // A node smuggled into the task's writable dir by the host: nodev must stop it.
+  mknod((l.launch.taskDir + "/local/fake1").c_str(), S_IFCHR | 0666, makedev(195, 1));
+  auto r = run(d, l);
+  auto kv = parseKv(r.out);
+  check(contains(kv["DEV"], "foxden-fake-nvidia0") && !contains(kv["DEV"], "foxden-fake-nvidia1"),
+        "/dev holds the standard nodes plus exactly the assigned fake GPU", kv["DEV"] + " " + r.startError);
+  check(contains(kv["OPEN0"], "No such device or address"), "assigned fake0 opens past the device cgroup (ENXIO)",
+        kv["OPEN0"]);
+  check(kv["MKNOD"] == "no" && !contains(kv["OPEN1"], "No such device"), "mknod denied, smuggled fake1 unusable",
+        "mknod=" + kv["MKNOD"] + " open=" + kv["OPEN1"]);
+
+  // The device cgroup on its own (raw_exec sees the host /dev): fake1 is EPERM, fake0 ENXIO.
+  auto raw = nodeagent::newRawExecDriver(gFix->rawOpts);
+  auto lr = makeLaunch("devices-raw", sh("echo \"A=$(cat " + fake0 + " 2>&1)\"; echo \"B=$(cat " + fake1 +
+                                         " 2>&1)\"; echo \"N=$(head -c 1 /dev/null 2>&1; echo ok)\""));
+  lr.launch.user = "";
+  lr.launch.devices = {fake0};
+  auto rr = run(*raw, lr);
+  auto kr = parseKv(rr.out);
+  check(contains(kr["A"], "No such device or address") && contains(kr["B"], "Operation not permitted") &&
+            kr["N"] == "ok",
+        "device cgroup: assigned 195:0 allowed, 195:1 EPERM, /dev/null allowed",
+        "fake0: " + kr["A"] + " | fake1: " + kr["B"]);
+}
+
+void checkV2Mapping() {
+  std::string root = gFix->work + "/fake-cgroup2";
+  mkdir(root.c_str(), 0755);
+  nodeagent::CgroupManager m(nodeagent::CgroupMode::kV2, root);
+  nodeagent::CgroupLimits lim;
+  lim.cpuShares = 512;
+  lim.cpuQuotaMicros = 50000;
+  lim.memoryBytes = 64 << 20;
+  lim.pidsMax = 16;
+  auto st = m.create("foxden/t1", lim, {});
+  auto f = [&](const std::string& rel) { return trim(slurp(root + "/" + rel)); };
+  std::string got = "cpu.max='" + f("foxden/t1/cpu.max") + "' cpu.weight=" + f("foxden/t1/cpu.weight") +
+                    " memory.max=" + f("foxden/t1/memory.max") + " pids.max=" + f("foxden/t1/pids.max");
+  check(st.isOk() && f("cgroup.subtree_control") == "+cpu +memory +pids" &&
+            f("foxden/cgroup.subtree_control") == "+cpu +memory +pids" && f("foxden/t1/cpu.max") == "50000 100000" &&
+            f("foxden/t1/cpu.weight") == "20" && f("foxden/t1/memory.max") == "67108864" &&
+            f("foxden/t1/pids.max") == "16" && !std::filesystem::exists(root + "/foxden/t1/memory.limit_in_bytes"),
+        "cgroup v2 file mapping (fake tree)", got + " " + st.message());
+  auto a = m.attach("foxden/t1", 4242);
+  std::ofstream(root + "/foxden/t1/memory.events") << "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n";
+  auto procs = m.procs("foxden/t1");
+  check(a.isOk() && procs.size() == 1 && procs[0] == 4242 && m.oomKills("foxden/t1") == 2,
+        "cgroup v2 attach via cgroup.procs, oom_kill from memory.events");
+  nodeagent::CgroupLimits none;
+  auto s = nodeagent::cgroupSettings(nodeagent::CgroupMode::kV2, none, true);
+  bool unlimited = false;
+  for (const auto& x : s) unlimited = unlimited || (x.file == "cpu.max" && x.value == "max 100000");
+  auto v1 = nodeagent::cgroupSettings(nodeagent::CgroupMode::kV1, lim, true);
+  size_t li = 0, mi = 0;
+  for (size_t i = 0; i < v1.size(); ++i) {
+    if (v1[i].file == "memory.limit_in_bytes") li = i;
+    if (v1[i].file == "memory.memsw.limit_in_bytes") mi = i;
+  }
+  check(unlimited && li < mi && li > 0, "no quota -> cpu.max 'max'; v1 memsw written after limit_in_bytes");
+}
+
+}  // namespace
+
+int main() {
+  std::cout.setf(std::ios::unitbuf);
+  if (geteuid() != 0) {
+    std::cout << "SKIP: exec_driver_check needs root\n0 passed, 0 failed\n";
+    return 0;
+  }
+  if (nodeagent::detectCgroupMode() == nodeagent::CgroupMode::kV2 || access("/sys/fs/cgroup/pids", F_OK) != 0) {
+    // The battery reads v1 files directly; on a v2 host only the file mapping is checked.
+    Fixture fix;
+    gFix = &fix;
+    std::cout << "SKIP: no cgroup v1 hierarchies here; running the v2 mapping checks only\n";
+    checkV2Mapping();
+    std::cout << gPassed << " passed, " << gFailed << " failed" << std::endl;
+    return gFailed == 0 ? 0 : 1;
+  }
+  signal(SIGPIPE, SIG_IGN);  // as the agent would; the driver must reset it for tasks
+  Fixture fix;
+  gFix = &fix;
+  auto seccomp = nodeagent::buildSeccompProgram();
+  check(seccomp.isOk() && !seccomp->empty(), "seccomp profile compiles",
+        seccomp ? std::to_string(seccomp->size() / 8) + " BPF instructions" : seccomp.status().message());
+  {
+    auto d = nodeagent::newExecDriver(fix.opts);
+    checkBasics(*d);
+    checkIsolation(*d, "nobody");
+    checkIsolation(*d, "root");
+    checkCapabilities(*d);
+    checkLimits(*d);
+    checkStop(*d);
+    checkDevices(*d);
+    checkConcurrentStarts(*d);
+  }
+  checkReattach();
+  checkRawExec();
+  checkV2Mapping();
+  check(fix.cgroupsGone(), "every task cgroup removed by destroy()");
+  fix.cleanup();
+  std::cout << gPassed << " passed, " << gFailed << " failed" << std::endl;
+  return gFailed == 0 ? 0 : 1;
+}
