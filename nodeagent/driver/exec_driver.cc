@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <fstream>
 #include <mutex>
 #include <set>
 
@@ -440,6 +441,12 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return st;
   }
 
+  // clone() without exec hands the child every fd of the agent until its init closes them. Were
+  // another start's error-pipe write end among them, that start would miss the EOF that means
+  // "execve succeeded" until our init gets going. So pipes are made and the clone is done under
+  // one lock, and the parent's copies of the child's ends are closed before the lock is released.
+  static std::mutex cloneMu;
+  std::unique_lock cloneLock(cloneMu);
   int syncPipe[2], errPipe[2];
   if (pipe2(syncPipe, O_CLOEXEC) < 0) return Status::internal("pipe2: " + errnoText(errno));
   Fd syncRead(syncPipe[0]), syncWrite(syncPipe[1]);
@@ -460,6 +467,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   }
   syncRead.reset();
   errWrite.reset();
+  cloneLock.unlock();
 
   auto abort = [&](Status why) -> Status {
     syncWrite.reset();  // an init still waiting for the go byte exits
@@ -479,8 +487,26 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   pollfd pfd{errRead.get(), POLLIN, 0};
   int pr;
   do pr = poll(&pfd, 1, options_.startTimeoutMs); while (pr < 0 && errno == EINTR);
-  if (pr == 0) return abort(Status::timeout("task " + launch.id + " did not start within " +
-                                            std::to_string(options_.startTimeoutMs) + " ms"));
+  if (pr == 0) {
+    // Say where the init is stuck: its state and kernel wait channel, and its children's.
+    auto where = [](pid_t p) {
+      std::string out = std::to_string(p);
+      std::ifstream wchan("/proc/" + std::to_string(p) + "/wchan");
+      std::string w, line;
+      wchan >> w;
+      std::ifstream status("/proc/" + std::to_string(p) + "/status");
+      while (std::getline(status, line)) {
+        if (line.rfind("State:", 0) == 0) out += " " + line.substr(7);
+      }
+      return out + " wchan=" + w;
+    };
+    std::string detail = "init " + where(pid);
+    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    pid_t c;
+    while (children >> c) detail += "; child " + where(c);
+    return abort(Status::timeout("task " + launch.id + " did not start within " +
+                                 std::to_string(options_.startTimeoutMs) + " ms (" + detail + ")"));
+  }
   init::ErrorRecord rec{};
   ssize_t n;
   do n = read(errRead.get(), &rec, sizeof rec); while (n < 0 && errno == EINTR);

@@ -168,9 +168,12 @@ void writeExitFile(int status) {
   }
 
   if (s.switchUser) {
-    if (setgroups(s.groupCount, s.groups) < 0) fail(Step::kSetGroups, errno);
-    if (setgid(s.gid) < 0) fail(Step::kSetGid, errno);
-    if (setuid(s.uid) < 0) fail(Step::kSetUid, errno);
+    // Raw syscalls, not glibc's setgroups/setgid/setuid: those broadcast to "all threads" and take
+    // glibc's thread-list lock, which a thread of the (multi-threaded) agent may have held at the
+    // moment of our clone: the task would wait on that futex forever (seen under load).
+    if (syscall(SYS_setgroups, s.groupCount, s.groups) < 0) fail(Step::kSetGroups, errno);
+    if (syscall(SYS_setresgid, s.gid, s.gid, s.gid) < 0) fail(Step::kSetGid, errno);
+    if (syscall(SYS_setresuid, s.uid, s.uid, s.uid) < 0) fail(Step::kSetUid, errno);
   }
 
   if (s.dropCapabilities) {

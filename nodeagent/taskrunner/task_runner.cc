@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "kube/quantity.h"
@@ -324,6 +325,9 @@ void TaskRunner::run() {
       }
       if (!started) {
         bool permanent = !launch;  // a bad spec will not fix itself by retrying
+        std::cerr << kube::nowTime() << " foxden-agent: alloc=" << config_.allocNamespace << "/"
+                  << config_.allocName << " task=" << name_ << " start failed: "
+                  << started.status().message() << std::endl;
         setState([&](TaskState& s) {
           s.state = "Terminated";
           s.reason = "StartError";
