@@ -20,6 +20,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <list>
+#include <map>
+#include <vector>
 #include <mutex>
 #include <thread>
 
@@ -213,9 +215,16 @@ class BeastServer final : public HttpServer {
     reaperCv_.notify_all();
     if (acceptThread_.joinable()) acceptThread_.join();
     if (reaperThread_.joinable()) reaperThread_.join();
-    std::unique_lock<std::mutex> l(mu_);
     // Streaming handlers notice the shut-down socket on their next write or peerClosed() check.
-    doneCv_.wait(l, [this] { return conns_.empty(); });
+    // Joining (not just waiting for a count) means no connection thread can still be touching
+    // this object when stop() returns and the server is destroyed.
+    std::map<uint64_t, std::thread> threads;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      threads.swap(threads_);
+      finished_.clear();
+    }
+    for (auto& [id, t] : threads) t.join();
     beast::error_code ec;
     acceptor_.close(ec);
   }
@@ -240,8 +249,8 @@ class BeastServer final : public HttpServer {
       auto state = std::make_shared<ConnState>();
       state->fd = sock.native_handle();
       conns_.push_back(state.get());
-      l.unlock();
-      std::thread([this, s = std::move(sock), state]() mutable {
+      uint64_t id = nextThreadId_++;
+      threads_.emplace(id, std::thread([this, s = std::move(sock), state, id]() mutable {
         try {
           serve(std::move(s), *state);
         } catch (const std::exception&) {
@@ -249,9 +258,26 @@ class BeastServer final : public HttpServer {
         }
         std::lock_guard<std::mutex> g(mu_);
         conns_.remove(state.get());
-        doneCv_.notify_all();
-      }).detach();
+        finished_.push_back(id);  // the reaper joins it
+      }));
     }
+  }
+
+  // Joins connection threads that have ended (outside the lock: a thread ends by taking it).
+  void joinFinished() {
+    std::vector<std::thread> done;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (uint64_t id : finished_) {
+        auto it = threads_.find(id);
+        if (it != threads_.end()) {
+          done.push_back(std::move(it->second));
+          threads_.erase(it);
+        }
+      }
+      finished_.clear();
+    }
+    for (auto& t : done) t.join();
   }
 
   void reapLoop() {
@@ -263,6 +289,9 @@ class BeastServer final : public HttpServer {
         int64_t d = c->deadlineMs.load();
         if (d != 0 && now > d) ::shutdown(c->fd, SHUT_RDWR);
       }
+      l.unlock();
+      joinFinished();
+      l.lock();
     }
   }
 
@@ -274,7 +303,6 @@ class BeastServer final : public HttpServer {
     ~Deregister() {
       std::lock_guard<std::mutex> g(server->mu_);
       server->conns_.remove(state);
-      server->doneCv_.notify_all();
     }
   };
 
@@ -368,10 +396,12 @@ class BeastServer final : public HttpServer {
   std::thread reaperThread_;
 
   std::mutex mu_;
-  std::condition_variable doneCv_;
   std::condition_variable reaperCv_;
   bool stopping_ = false;             // guarded by mu_
   std::list<ConnState*> conns_;       // guarded by mu_
+  std::map<uint64_t, std::thread> threads_;  // connection threads, guarded by mu_
+  std::vector<uint64_t> finished_;           // ended, not yet joined; guarded by mu_
+  uint64_t nextThreadId_ = 0;                // guarded by mu_
 };
 
 }  // namespace
