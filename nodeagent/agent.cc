@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kube/quantity.h"
 #include "kube/timeutil.h"
 
 namespace nodeagent {
@@ -120,6 +121,40 @@ Status Agent::updateWorkerStatus() {
     kube::setString(m, "nvidia.com/gpu", "0", a);
     kube::setString(m, "amd.com/gpu", "0", a);
   }
+  // allocated: what the unfinished allocations here asked for (the scheduler's assignment when
+  // present, else the sum of their tasks' requests); free = allocatable - allocated.
+  int64_t cpuMilli = 0, memBytes = 0;
+  if (informer_) {
+    for (const auto& obj : informer_->list()) {
+      std::string phase = kube::getString(*obj, {"status", "phase"});
+      if (phase == "Succeeded" || phase == "Failed" || phase == "Lost") continue;
+      auto q = [](const JsonValue* v) -> int64_t {
+        if (v == nullptr || !v->IsString()) return 0;
+        auto p = kube::Quantity::parse(kube::view(*v));
+        return p ? p->milliValue() : 0;
+      };
+      int64_t c = q(kube::find(*obj, {"spec", "resources", "cpu"}));
+      int64_t m = q(kube::find(*obj, {"spec", "resources", "memory"})) / 1000;
+      if (c == 0 && m == 0) {
+        if (const JsonValue* tasks = kube::find(*obj, {"spec", "tasks"}); tasks && tasks->IsArray()) {
+          for (const auto& t : tasks->GetArray()) {
+            c += q(kube::find(t, {"resources", "requests", "cpu"}));
+            m += q(kube::find(t, {"resources", "requests", "memory"})) / 1000;
+          }
+        }
+      }
+      cpuMilli += c;
+      memBytes += m;
+    }
+  }
+  JsonValue& allocated = kube::ensureObject(status, "allocated", a);
+  kube::setString(allocated, "cpu", std::to_string(cpuMilli) + "m", a);
+  kube::setString(allocated, "memory", std::to_string(memBytes / 1024) + "Ki", a);
+  JsonValue& free = kube::ensureObject(status, "free", a);
+  kube::setString(free, "cpu", std::to_string(std::max<int64_t>(0, cpus * 1000 - cpuMilli)) + "m", a);
+  kube::setString(free, "memory", std::to_string(std::max<int64_t>(0, mem - memBytes) / 1024) + "Ki", a);
+  kube::setString(free, "nvidia.com/gpu", "0", a);
+  kube::setString(free, "amd.com/gpu", "0", a);
   status.AddMember("gpus", JsonValue(rapidjson::kArrayType), a);
   JsonValue drivers(rapidjson::kArrayType);
   drivers.PushBack("exec", a);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: a working single-machine Foxden. Starts `foxden server` (data in .foxden/, HTTPS on
-# 127.0.0.1:${FOXDEN_PORT:-6443}) in the background if it is not already running, installs Foxden's
-# CRDs, applies the examples, and prints how to use kubectl against it. Idempotent.
+# 127.0.0.1:${FOXDEN_PORT:-6443}) and, as root, a `foxden-agent` for this machine (worker "local")
+# in the background if they are not already running, applies the examples (one of them a task
+# that runs on "local"), and prints how to use kubectl against it. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${FOXDEN_DATA:-$PWD/.foxden}
@@ -25,10 +26,30 @@ else
   echo "foxden server started (pid $(cat "$DATA/server.pid")), log: $DATA/server.log"
 fi
 
+# A node agent for this machine (the exec driver needs root: namespaces, cgroups).
+if [ "$(id -u)" -eq 0 ] && [ -x "$BIN/foxden-agent" ]; then
+  if [ -f "$DATA/agent.pid" ] && kill -0 "$(cat "$DATA/agent.pid")" 2>/dev/null; then
+    echo "foxden-agent already running (pid $(cat "$DATA/agent.pid"))"
+  else
+    [ -s "$DATA/worker-local.kubeconfig" ] ||
+      "$BIN/foxden" token create --worker local --kubeconfig "$DATA/kubeconfig" >"$DATA/worker-local.kubeconfig"
+    nohup "$BIN/foxden-agent" --kubeconfig "$DATA/worker-local.kubeconfig" --name local \
+      --data-dir "$DATA/agent" >>"$DATA/agent.log" 2>&1 &
+    echo $! >"$DATA/agent.pid"
+    echo "foxden-agent started as worker \"local\" (pid $(cat "$DATA/agent.pid")), log: $DATA/agent.log"
+  fi
+else
+  echo "not root: no foxden-agent started (the exec driver needs root)"
+fi
+
 export KUBECONFIG="$DATA/kubeconfig"
 "$KUBECTL" --cache-dir "$DATA/kubectl-cache" apply -f examples/
 echo
-"$KUBECTL" --cache-dir "$DATA/kubectl-cache" get crds
+for _ in $(seq 1 100); do
+  [ "$("$KUBECTL" --cache-dir "$DATA/kubectl-cache" get allocation hello -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break
+  sleep 0.1
+done
+"$KUBECTL" --cache-dir "$DATA/kubectl-cache" get workers,allocations
 echo
 cat <<MSG
 Foxden's control plane is running on https://127.0.0.1:$PORT (one machine; a real cluster is the
@@ -38,5 +59,8 @@ answer at scale). Use it with:
   kubectl get configmaps
   kubectl api-resources --api-group=foxden.io
 
-Stop it with: kill \$(cat $DATA/server.pid)
+  kubectl get allocation hello -o yaml      # the example task, running on worker "local"
+
+Stop it with: kill \$(cat $DATA/server.pid) \$(cat $DATA/agent.pid 2>/dev/null)
+(running tasks outlive the agent by design; delete their Allocations first to stop them)
 MSG
