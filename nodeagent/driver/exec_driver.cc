@@ -35,7 +35,7 @@ using init::MountOp;
 using init::MountOpKind;
 
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-constexpr size_t kInitStackSize = 256 * 1024;
+constexpr size_t kInitStackSize = size_t{256} * 1024;
 
 // ---- small RAII and /proc helpers -----------------------------------------------------------
 

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -136,7 +137,7 @@ class Proxy {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::perror("proxy bind");
     ::listen(listen_, 64);
     socklen_t len = sizeof a;
     getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len);
