@@ -69,6 +69,16 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
   ctx_.execDriver = exec_.get();
   ctx_.rawExecDriver = options_.enableRawExec ? rawExec_.get() : nullptr;
   ctx_.status = &status_;
+  if (options_.traceStarts) {
+    ctx_.onTaskStarted = [this](const std::string& key) {
+      auto now = std::chrono::steady_clock::now();
+      std::lock_guard l(mu_);
+      auto it = firstSeen_.find(key);
+      if (it == firstSeen_.end()) return;
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - it->second).count();
+      std::cerr << "trace: alloc=" << key << " watch_to_exec_us=" << us << std::endl;
+    };
+  }
 }
 
 Agent::~Agent() {
@@ -300,7 +310,14 @@ Status Agent::run(const std::atomic<bool>& stop) {
   io.resource = kAllocations;
   io.labelSelector = "foxden.io/worker=" + options_.name;
   informer_ = std::make_unique<kube::Informer>(client_, io);
-  informer_->addEventHandler({[this](const kube::JsonPtr& o) { queue_.add(kube::Informer::keyOf(*o)); },
+  informer_->addEventHandler({[this](const kube::JsonPtr& o) {
+                                std::string key = kube::Informer::keyOf(*o);
+                                if (options_.traceStarts) {
+                                  std::lock_guard l(mu_);
+                                  firstSeen_.emplace(key, std::chrono::steady_clock::now());
+                                }
+                                queue_.add(key);
+                              },
                               [this](const kube::JsonPtr&, const kube::JsonPtr& o) {
                                 queue_.add(kube::Informer::keyOf(*o));
                               },

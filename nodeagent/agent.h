@@ -8,6 +8,7 @@
 // thread draining the work queue, the status writer's, and the runners' own.
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,8 @@ struct AgentOptions {
   int heartbeatMillis = 2000;
   int workerStatusSeconds = 30;
   std::string version = "0.1.0";
+  // Log "watch-to-exec" latency per task start (for bench/agent_bench.sh).
+  bool traceStarts = false;
 };
 
 class Agent {
@@ -58,6 +61,7 @@ class Agent {
   kube::WorkQueue queue_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<AllocRunner>> runners_;  // by namespace/name, guarded by mu_
+  std::map<std::string, std::chrono::steady_clock::time_point> firstSeen_;  // guarded by mu_
 };
 
 }  // namespace nodeagent

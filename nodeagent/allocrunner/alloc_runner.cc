@@ -150,6 +150,7 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const JsonValue& task, const
       }
     }
   }
+  if (ctx_.onTaskStarted) c.onStarted = [this] { ctx_.onTaskStarted(key_); };
   auto rec = ctx_.recovered.find(uid_ + "." + name);
   if (rec != ctx_.recovered.end()) c.recovered = rec->second;
   bool raw = kube::getString(task, {"driver"}, "exec") == "raw_exec";

@@ -352,6 +352,7 @@ void TaskRunner::run() {
           s.signal = 0;
         });
         persist(h);
+        if (config_.onStarted) config_.onStarted();
       }
     }
     adopted = false;

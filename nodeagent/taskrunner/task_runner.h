@@ -61,6 +61,7 @@ struct TaskConfig {
   RestartPolicy restart;
   int previousRestarts = 0;        // from the API's status: counters never go down
   std::optional<TaskHandle> recovered;  // found by the driver's cgroup scan (state file lost)
+  std::function<void()> onStarted;      // after each successful start (the task has exec'd)
 };
 
 class TaskRunner {

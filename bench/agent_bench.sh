@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Node agent benchmark: watch-to-execve latency of task starts, agent RSS idle and with 100 running
+# tasks, and helper processes per task. Needs root (exec driver). Prints figures; never fails on
+# speed.
+#   make build && sudo bench/agent_bench.sh            # 200 tasks, in two waves of 100
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FOXDEN_BIN=${FOXDEN_BIN:-$PWD/build/bin} FOXDEN_SRC=$PWD
+source tests/integration/lib/common.sh
+WAVE=${WAVE:-100}
+NODE=bench
+start_server
+"$FOXDEN_BIN/foxden" token create --worker $NODE --kubeconfig "$KUBECONFIG_FILE" >"$WORK/worker.kubeconfig"
+"$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$WORK/agent" \
+  --trace-starts >"$WORK/agent.log" 2>&1 &
+AGENT=$!
+trap 'kill -9 $AGENT 2>/dev/null; cleanup' EXIT
+rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' "/proc/$1/status"; }
+running() { k 1.32 get allocations -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Running || true; }
+wave() {  # wave FIRST LAST
+  for i in $(seq "$1" "$2"); do cat <<JSON
+---
+{"apiVersion":"foxden.io/v1alpha1","kind":"Allocation","metadata":{"name":"b-$i","namespace":"default",
+ "labels":{"foxden.io/worker":"$NODE"}},"spec":{"workerName":"$NODE","jobType":"service",
+ "tasks":[{"name":"main","command":["/bin/sleep","100000"],"resources":{"limits":{"memory":"16Mi"}}}]}}
+JSON
+  done >"$WORK/wave.yaml"
+  k 1.32 apply -f "$WORK/wave.yaml" >/dev/null
+  for _ in $(seq 1 1200); do [ "$(running)" -ge "$2" ] && break; sleep 0.1; done
+}
+sleep 3
+IDLE=$(rss $AGENT)
+wave 1 "$WAVE"
+sleep 2
+RSS100=$(rss $AGENT)
+helpers=$(for d in /sys/fs/cgroup/pids/foxden-$NODE/*/; do echo $(( $(wc -l <"$d/cgroup.procs") - 1 )); done | sort | uniq -c | awk '{printf "%s task(s) with %s extra process(es); ", $1, $2}')
+wave $((WAVE + 1)) $((2 * WAVE))
+STARTED=$(running)
+# One at a time: the start path without queueing behind a burst.
+SEQ=${SEQ:-30}
+for i in $(seq 1 "$SEQ"); do
+  wave $((2 * WAVE + i)) $((2 * WAVE + i))
+done
+grep -o 'alloc=default/b-[0-9]* watch_to_exec_us=[0-9]*' "$WORK/agent.log" |
+  awk -v w=$((2 * WAVE)) '{split($1, a, "-"); split($2, b, "="); print (a[2] > w ? "seq" : "burst"), b[2]}' >"$WORK/lat-all.txt"
+grep '^burst' "$WORK/lat-all.txt" | cut -d' ' -f2 | sort -n >"$WORK/lat.txt"
+grep '^seq' "$WORK/lat-all.txt" | cut -d' ' -f2 | sort -n >"$WORK/lat-seq.txt"
+pctf() { local f=$1 p=$2 n; n=$(wc -l <"$f"); awk -v p="$p" -v n="$n" 'NR == int((n - 1) * p / 100) + 1 {printf "%.2f ms", $1 / 1000}' "$f"; }
+pct() { pctf "$WORK/lat.txt" "$1"; }
+n=$(wc -l <"$WORK/lat.txt")
+echo "== foxden-agent benchmark ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r))"
+echo "tasks running: $STARTED of $((2 * WAVE)) in the waves (exec driver: 4 namespaces, pivot_root, cgroups v1, seccomp, user nobody)"
+echo "watch-to-execve over $n starts (two waves of $WAVE applied at once): p50 $(pct 50), p90 $(pct 90), p99 $(pct 99), max $(pct 100)"
+echo "watch-to-execve, one allocation at a time ($(wc -l <"$WORK/lat-seq.txt") starts): p50 $(pctf "$WORK/lat-seq.txt" 50), p90 $(pctf "$WORK/lat-seq.txt" 90), p99 $(pctf "$WORK/lat-seq.txt" 99), max $(pctf "$WORK/lat-seq.txt" 100)"
+echo "agent RSS: idle $IDLE, with $WAVE running tasks $RSS100"
+echo "per task, besides the task itself: $helpers(the task's init: PID 1 of its namespace, reaps and records the exit status)"
+echo "server RSS with $((2 * WAVE)) allocations: $(rss $SERVER_PID)"
+k 1.32 delete allocations --all --wait=false >/dev/null
+for _ in $(seq 1 600); do [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] && break; sleep 0.1; done
+kill -9 $AGENT 2>/dev/null || true
+for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
