@@ -7,6 +7,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -101,16 +102,16 @@ Status Agent::registerWorker() {
     JsonValue& md = kube::ensureObject(w, "metadata", a);
     kube::setString(md, "name", options_.name, a);
     JsonValue& labels = kube::ensureObject(md, "labels", a);
-    for (const auto& [k, v] : options_.labels) kube::setString(labels, k, v, a);
+    for (const auto& [k, v] : workerLabels()) kube::setString(labels, k, v, a);
     w.AddMember("spec", JsonValue(rapidjson::kObjectType), a);
     auto created = client_->create(kWorkers, w);
     if (!created && created.status().code() != 409) return created.status();
     log("registered Worker " + options_.name);
-  } else if (!options_.labels.empty()) {
+  } else if (!workerLabels().empty()) {
     Json patch(rapidjson::kObjectType);
     auto& a = patch.GetAllocator();
     JsonValue& labels = kube::ensureObject(kube::ensureObject(patch, "metadata", a), "labels", a);
-    for (const auto& [k, v] : options_.labels) kube::setString(labels, k, v, a);
+    for (const auto& [k, v] : workerLabels()) kube::setString(labels, k, v, a);
     auto r = client_->patch(kWorkers.withName(options_.name), kube::PatchType::kMerge, kube::toJson(patch));
     if (!r) return r.status();
     log("adopted Worker " + options_.name);
@@ -124,16 +125,29 @@ Status Agent::updateWorkerStatus() {
   JsonValue& status = kube::ensureObject(st, "status", a);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int64_t mem = meminfo("MemTotal");
+  int nvidia = 0, amd = 0;
+  JsonValue gpus(rapidjson::kArrayType);
+  for (const auto& g : gpus_.gpus) {
+    (g.vendor == "amd" ? amd : nvidia)++;
+    JsonValue e(rapidjson::kObjectType);
+    kube::setString(e, "vendor", g.vendor, a);
+    e.AddMember("index", g.index, a);
+    if (!g.uuid.empty()) kube::setString(e, "uuid", g.uuid, a);
+    if (!g.model.empty()) kube::setString(e, "model", g.model, a);
+    e.AddMember("memoryBytes", g.memoryBytes, a);
+    gpus.PushBack(std::move(e), a);
+  }
   for (const char* field : {"capacity", "allocatable"}) {
     JsonValue& m = kube::ensureObject(status, field, a);
     kube::setString(m, "cpu", std::to_string(cpus), a);
     kube::setString(m, "memory", std::to_string(mem / 1024) + "Ki", a);
-    kube::setString(m, "nvidia.com/gpu", "0", a);
-    kube::setString(m, "amd.com/gpu", "0", a);
+    kube::setString(m, "nvidia.com/gpu", std::to_string(nvidia), a);
+    kube::setString(m, "amd.com/gpu", std::to_string(amd), a);
   }
   // allocated: what the unfinished allocations here asked for (the scheduler's assignment when
   // present, else the sum of their tasks' requests); free = allocatable - allocated.
   int64_t cpuMilli = 0, memBytes = 0;
+  int nvidiaUsed = 0, amdUsed = 0;
   if (informer_) {
     for (const auto& obj : informer_->list()) {
       std::string phase = kube::getString(*obj, {"status", "phase"});
@@ -155,6 +169,9 @@ Status Agent::updateWorkerStatus() {
       }
       cpuMilli += c;
       memBytes += m;
+      if (const JsonValue* g = kube::find(*obj, {"spec", "resources", "gpus"}); g && g->IsArray()) {
+        for (const auto& e : g->GetArray()) (kube::getString(e, {"vendor"}, "nvidia") == "amd" ? amdUsed : nvidiaUsed)++;
+      }
     }
   }
   JsonValue& allocated = kube::ensureObject(status, "allocated", a);
@@ -163,9 +180,11 @@ Status Agent::updateWorkerStatus() {
   JsonValue& free = kube::ensureObject(status, "free", a);
   kube::setString(free, "cpu", std::to_string(std::max<int64_t>(0, cpus * 1000 - cpuMilli)) + "m", a);
   kube::setString(free, "memory", std::to_string(std::max<int64_t>(0, mem - memBytes) / 1024) + "Ki", a);
-  kube::setString(free, "nvidia.com/gpu", "0", a);
-  kube::setString(free, "amd.com/gpu", "0", a);
-  status.AddMember("gpus", JsonValue(rapidjson::kArrayType), a);
+  kube::setString(allocated, "nvidia.com/gpu", std::to_string(nvidiaUsed), a);
+  kube::setString(allocated, "amd.com/gpu", std::to_string(amdUsed), a);
+  kube::setString(free, "nvidia.com/gpu", std::to_string(std::max(0, nvidia - nvidiaUsed)), a);
+  kube::setString(free, "amd.com/gpu", std::to_string(std::max(0, amd - amdUsed)), a);
+  status.AddMember("gpus", std::move(gpus), a);
   JsonValue drivers(rapidjson::kArrayType);
   drivers.PushBack("exec", a);
   if (options_.enableRawExec) drivers.PushBack("raw_exec", a);
@@ -294,7 +313,34 @@ void Agent::reapOrphans() {
   }
 }
 
+std::map<std::string, std::string> Agent::workerLabels() const {
+  std::map<std::string, std::string> labels = options_.labels;
+  if (!gpus_.gpus.empty()) {
+    // As the design brief promises: schedulers select GPU workers by these labels.
+    labels["foxden.io/gpu-vendor"] = gpus_.gpus.front().vendor;
+    std::string model;
+    for (char ch : gpus_.gpus.front().model) {
+      bool ok = std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+      model.push_back(ok ? ch : '-');
+    }
+    while (!model.empty() && !std::isalnum(static_cast<unsigned char>(model.back()))) model.pop_back();
+    while (!model.empty() && !std::isalnum(static_cast<unsigned char>(model.front()))) model.erase(0, 1);
+    if (model.size() > 63) model.resize(63);
+    if (!model.empty()) labels["foxden.io/gpu-model"] = model;
+  }
+  return labels;
+}
+
 Status Agent::run(const std::atomic<bool>& stop) {
+  auto inventory = GpuDetector(options_.gpu).detect();
+  if (inventory) {
+    gpus_ = std::move(*inventory);
+    for (const auto& w : gpus_.warnings) log("gpu: " + w);
+    if (!gpus_.gpus.empty()) log("found " + std::to_string(gpus_.gpus.size()) + " GPU(s)");
+    ctx_.gpus = &gpus_;
+  } else {
+    log("gpu detection failed: " + inventory.status().message() + " (advertising no GPUs)");
+  }
   for (Driver* d : {exec_.get(), rawExec_.get()}) {
     if (d == nullptr) continue;
     for (auto& [id, h] : d->recover()) ctx_.recovered[id] = h;

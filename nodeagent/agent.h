@@ -18,6 +18,7 @@
 #include "kube/rest_client.h"
 #include "kube/workqueue.h"
 #include "nodeagent/allocrunner/alloc_runner.h"
+#include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
 #include "nodeagent/status_writer.h"
 
@@ -34,6 +35,7 @@ struct AgentOptions {
   std::string version = "0.1.0";
   // Log "watch-to-exec" latency per task start (for bench/agent_bench.sh).
   bool traceStarts = false;
+  GpuDetectorOptions gpu;  // where to look for GPUs (tests point it at fake nodes and nvidia-smi)
 };
 
 class Agent {
@@ -45,6 +47,7 @@ class Agent {
 
  private:
   kube::Status registerWorker();
+  std::map<std::string, std::string> workerLabels() const;
   kube::Status renewLease();
   kube::Status updateWorkerStatus();
   void syncLoop();
@@ -62,6 +65,7 @@ class Agent {
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<AllocRunner>> runners_;  // by namespace/name, guarded by mu_
   std::map<std::string, std::chrono::steady_clock::time_point> firstSeen_;  // guarded by mu_
+  GpuInventory gpus_;  // detected at start-up; constant afterwards
 };
 
 }  // namespace nodeagent

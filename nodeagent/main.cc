@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   app.add_option("--label", labels, "Worker label k=v (repeatable)");
   app.add_flag("--enable-raw-exec", o.enableRawExec, "Allow the raw_exec driver (cgroup only, no isolation)");
   app.add_option("--heartbeat-ms", o.heartbeatMillis, "Lease renewal period")->capture_default_str()->check(CLI::Range(100, 60000));
+  app.add_option("--nvidia-smi", o.gpu.nvidiaSmi, "nvidia-smi to query NVIDIA GPUs with")->capture_default_str();
+  app.add_option("--gpu-dev-root", o.gpu.devRoot, "Where GPU device nodes live")->capture_default_str();
   app.add_flag("--trace-starts", o.traceStarts, "Log the watch-to-exec latency of every task start");
   app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
   try {

@@ -151,6 +151,13 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const JsonValue& task, const
     }
   }
   if (ctx_.onTaskStarted) c.onStarted = [this] { ctx_.onTaskStarted(key_); };
+  c.inventory = ctx_.gpus;
+  if (const JsonValue* gpus = kube::find(a, {"spec", "resources", "gpus"}); gpus && gpus->IsArray()) {
+    for (const auto& g : gpus->GetArray()) {
+      c.gpus.emplace_back(kube::getString(g, {"vendor"}, "nvidia"),
+                          static_cast<int>(kube::getInt(g, {"index"}).value_or(-1)));
+    }
+  }
   auto rec = ctx_.recovered.find(uid_ + "." + name);
   if (rec != ctx_.recovered.end()) c.recovered = rec->second;
   bool raw = kube::getString(task, {"driver"}, "exec") == "raw_exec";

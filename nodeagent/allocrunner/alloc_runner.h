@@ -34,6 +34,7 @@ struct AllocContext {
   StatusWriter* status = nullptr;
   // Task cgroups found at start-up by the drivers, by TaskLaunch id ("<allocUid>.<task>").
   std::map<std::string, TaskHandle> recovered;
+  const GpuInventory* gpus = nullptr;  // this worker's GPUs (null: none detected)
   // Called after each successful task start (the task has exec'd), with "namespace/name".
   std::function<void(const std::string& allocKey)> onTaskStarted;
 };

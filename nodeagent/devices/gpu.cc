@@ -93,14 +93,19 @@ class ChildGuard {
     while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
     }
   }
-  // Reaps without killing when the child has exited; returns its wait status or nullopt.
+  // Once the child has exited: kills what is left of its group, reaps it, returns its wait status.
+  // The group is killed before the reap because the zombie is what keeps its pid (the group id)
+  // from being reused: after the reap, kill(-pid) could hit an unrelated group.
   std::optional<int> tryReap() {
-    int ws = 0;
-    pid_t r;
-    do r = waitpid(pid_, &ws, WNOHANG);
+    siginfo_t info{};
+    int r;
+    do r = waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
     while (r < 0 && errno == EINTR);
-    if (r != pid_) return std::nullopt;
+    if (r < 0 || info.si_pid != pid_) return std::nullopt;
     kill(-pid_, SIGKILL);  // grandchildren that kept running in the group
+    int ws = 0;
+    while (waitpid(pid_, &ws, 0) < 0 && errno == EINTR) {
+    }
     pid_ = -1;
     return ws;
   }
@@ -140,7 +145,8 @@ StatusOr<ProcessResult> runCapture(const std::string& program, const std::vector
   posix_spawnattr_setpgroup(&attr, 0);
   posix_spawnattr_setsigmask(&attr, &empty);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(program.c_str()));
@@ -162,7 +168,8 @@ StatusOr<ProcessResult> runCapture(const std::string& program, const std::vector
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
   auto remainingMs = [&] {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     return static_cast<int>(std::max<int64_t>(0, left.count()));
   };
   auto timedOut = [&] {
@@ -173,7 +180,8 @@ StatusOr<ProcessResult> runCapture(const std::string& program, const std::vector
   while (outOpen || errOpen) {
     int left = remainingMs();
     if (left == 0) return timedOut();
-    pollfd pfds[2] = {{outOpen ? outR.get() : -1, POLLIN, 0}, {errOpen ? errR.get() : -1, POLLIN, 0}};
+    pollfd pfds[2] = {{outOpen ? outR.get() : -1, POLLIN, 0},
+                      {errOpen ? errR.get() : -1, POLLIN, 0}};
     int n = poll(pfds, 2, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::internal("poll: " + errnoText(errno));
@@ -267,8 +275,14 @@ std::map<std::string, int> parseProcDevices(const std::string& text) {
   bool character = false;
   while (std::getline(in, line)) {
     std::string t = trim(line);
-    if (t == "Character devices:") { character = true; continue; }
-    if (t == "Block devices:") { character = false; continue; }
+    if (t == "Character devices:") {
+      character = true;
+      continue;
+    }
+    if (t == "Block devices:") {
+      character = false;
+      continue;
+    }
     if (!character || t.empty()) continue;
     std::istringstream ls(t);
     int major = -1;
@@ -291,29 +305,43 @@ std::vector<Gpu> parseNvidiaSmiCsv(const std::string& text, std::vector<std::str
       warnings.push_back("nvidia-smi: skipped line '" + t + "': " + why);
     };
     // Index, uuid first and memory last; the model sits between, and may itself contain commas.
-    if (fields.size() < 4) { bad("want 4 fields"); continue; }
+    if (fields.size() < 4) {
+      bad("want 4 fields");
+      continue;
+    }
     Gpu g;
     g.vendor = "nvidia";
-    if (!parseInt(trim(fields[0]), g.index) || g.index < 0) { bad("bad index"); continue; }
+    if (!parseInt(trim(fields[0]), g.index) || g.index < 0) {
+      bad("bad index");
+      continue;
+    }
     g.uuid = trim(fields[1]);
-    if (g.uuid.empty() || g.uuid.find(' ') != std::string::npos) { bad("bad uuid"); continue; }
+    if (g.uuid.empty() || g.uuid.find(' ') != std::string::npos) {
+      bad("bad uuid");
+      continue;
+    }
     for (size_t i = 2; i + 1 < fields.size(); ++i) g.model += (i > 2 ? "," : "") + fields[i];
     g.model = trim(g.model);
     std::string mem = trim(fields.back());
     int64_t mib = 0;
     if (parseInt(mem, mib) && mib >= 0) {
       g.memoryBytes = mib * 1024 * 1024;
-    } else if (mem.find("N/A") == std::string::npos && mem.find("Not Supported") == std::string::npos) {
+    } else if (mem.find("N/A") == std::string::npos &&
+               mem.find("Not Supported") == std::string::npos) {
       bad("bad memory.total '" + mem + "'");  // a known "unknown" keeps the GPU with 0 bytes
       continue;
     }
-    if (!seen.insert(g.index).second) { bad("duplicate index"); continue; }
+    if (!seen.insert(g.index).second) {
+      bad("duplicate index");
+      continue;
+    }
     out.push_back(std::move(g));
   }
   return out;
 }
 
-Status GpuDetector::detectNvidia(GpuInventory& inv, const std::map<std::string, int>& majors) const {
+Status GpuDetector::detectNvidia(GpuInventory& inv,
+                                 const std::map<std::string, int>& majors) const {
   const std::string& dev = options_.devRoot;
   if (auto it = majors.find("nvidia-uvm"); it != majors.end()) inv.nvidiaUvmMajor = it->second;
 
@@ -360,13 +388,14 @@ Status GpuDetector::detectNvidia(GpuInventory& inv, const std::map<std::string, 
     std::string node = dev + "/" + name;
     if (exists(node)) inv.sharedNodes.push_back(node);
   }
-  if (!exists(dev + "/nvidiactl")) inv.warnings.push_back(dev + "/nvidiactl is missing: CUDA cannot open the GPUs");
+  if (!exists(dev + "/nvidiactl"))
+    inv.warnings.push_back(dev + "/nvidiactl is missing: CUDA cannot open the GPUs");
   if (!exists(dev + "/nvidia-uvm")) {
-    inv.warnings.push_back(
-        dev + "/nvidia-uvm is missing: CUDA tasks will fail to initialise" +
-        (inv.nvidiaUvmMajor >= 0 ? " (create it: mknod -m 666 " + dev + "/nvidia-uvm c " +
-                                       std::to_string(inv.nvidiaUvmMajor) + " 0)"
-                                 : " (the nvidia-uvm module is not loaded)"));
+    inv.warnings.push_back(dev + "/nvidia-uvm is missing: CUDA tasks will fail to initialise" +
+                           (inv.nvidiaUvmMajor >= 0
+                                ? " (create it: mknod -m 666 " + dev + "/nvidia-uvm c " +
+                                      std::to_string(inv.nvidiaUvmMajor) + " 0)"
+                                : " (the nvidia-uvm module is not loaded)"));
   }
   checkMajor(dev + "/nvidia-uvm", inv.nvidiaUvmMajor, inv.warnings);
   return Status::ok();
@@ -383,7 +412,8 @@ void GpuDetector::detectAmd(GpuInventory& inv, const std::map<std::string, int>&
   for (; !ec && it != end; it.increment(ec)) {
     std::string name = it->path().filename().string();
     int n = 0;
-    if (name.rfind("renderD", 0) == 0 && parseInt(std::string_view(name).substr(7), n)) minors.push_back(n);
+    if (name.rfind("renderD", 0) == 0 && parseInt(std::string_view(name).substr(7), n))
+      minors.push_back(n);
   }
   std::sort(minors.begin(), minors.end());
 
@@ -391,14 +421,16 @@ void GpuDetector::detectAmd(GpuInventory& inv, const std::map<std::string, int>&
   for (int n : minors) {
     std::string name = "renderD" + std::to_string(n);
     std::string sys = options_.sysRoot + "/class/drm/" + name + "/device";
-    if (readSmallFile(sys + "/vendor").value_or("") != "0x1002") continue;  // Intel, NVIDIA, virtio...
+    if (readSmallFile(sys + "/vendor").value_or("") != "0x1002")
+      continue;  // Intel, NVIDIA, virtio...
     Gpu g;
     g.vendor = "amd";
     g.index = static_cast<int>(found.size());
     g.model = readSmallFile(sys + "/product_name").value_or("");
     if (g.model.empty()) g.model = "AMD GPU " + readSmallFile(sys + "/device").value_or("unknown");
     int64_t vram = 0;
-    if (parseInt(readSmallFile(sys + "/mem_info_vram_total").value_or(""), vram)) g.memoryBytes = vram;
+    if (parseInt(readSmallFile(sys + "/mem_info_vram_total").value_or(""), vram))
+      g.memoryBytes = vram;
     if (auto id = readSmallFile(sys + "/unique_id"); id && !id->empty()) g.uuid = "GPU-" + *id;
     g.deviceNodes = {dev + "/dri/" + name};
     found.push_back(std::move(g));
@@ -441,7 +473,8 @@ std::vector<std::string> GpuInventory::deviceNodes(const std::vector<const Gpu*>
   return out;
 }
 
-std::map<std::string, std::string> GpuInventory::env(const std::vector<const Gpu*>& assigned) const {
+std::map<std::string, std::string> GpuInventory::env(
+    const std::vector<const Gpu*>& assigned) const {
   std::vector<const Gpu*> nv, amd;
   for (const Gpu* g : assigned) (g->vendor == "nvidia" ? nv : amd).push_back(g);
   auto join = [](const std::vector<std::string>& v) {
@@ -457,7 +490,8 @@ std::map<std::string, std::string> GpuInventory::env(const std::vector<const Gpu
     out["CUDA_VISIBLE_DEVICES"] = join(ids);
   }
   if (!amd.empty()) {
-    bool allUuids = std::all_of(amd.begin(), amd.end(), [](const Gpu* g) { return !g->uuid.empty(); });
+    bool allUuids =
+        std::all_of(amd.begin(), amd.end(), [](const Gpu* g) { return !g->uuid.empty(); });
     std::vector<std::string> rocr, hip;
     for (size_t i = 0; i < amd.size(); ++i) {
       rocr.push_back(allUuids ? amd[i]->uuid : std::to_string(i));
@@ -469,8 +503,8 @@ std::map<std::string, std::string> GpuInventory::env(const std::vector<const Gpu
   return out;
 }
 
-StatusOr<std::vector<const Gpu*>> select(const GpuInventory& inventory,
-                                         const std::vector<std::pair<std::string, int>>& vendorIndex) {
+StatusOr<std::vector<const Gpu*>> select(
+    const GpuInventory& inventory, const std::vector<std::pair<std::string, int>>& vendorIndex) {
   std::vector<const Gpu*> out;
   for (const auto& [vendor, index] : vendorIndex) {
     if (vendor != "nvidia" && vendor != "amd") {
@@ -485,8 +519,8 @@ StatusOr<std::vector<const Gpu*>> select(const GpuInventory& inventory,
     }
     std::string name = vendor + " GPU " + std::to_string(index);
     if (!hit) {
-      return Status::notFound("this worker has no " + name + " (" + vendor + " GPUs here: " +
-                              (have.empty() ? "none" : have) + ")");
+      return Status::notFound("this worker has no " + name + " (" + vendor +
+                              " GPUs here: " + (have.empty() ? "none" : have) + ")");
     }
     if (std::find(out.begin(), out.end(), hit) != out.end()) {
       return Status::invalid(name + " is named twice");

@@ -18,11 +18,11 @@
 namespace nodeagent {
 
 struct Gpu {
-  std::string vendor;       // "nvidia" | "amd"
-  int index = 0;            // nvidia-smi's index; AMD: rank among AMD render nodes by minor
-  std::string uuid;         // "GPU-..." (NVIDIA always; AMD when sysfs has unique_id, else "")
+  std::string vendor;  // "nvidia" | "amd"
+  int index = 0;       // nvidia-smi's index; AMD: rank among AMD render nodes by minor
+  std::string uuid;    // "GPU-..." (NVIDIA always; AMD when sysfs has unique_id, else "")
   std::string model;
-  int64_t memoryBytes = 0;  // 0 when the tool or sysfs does not say
+  int64_t memoryBytes = 0;               // 0 when the tool or sysfs does not say
   std::vector<std::string> deviceNodes;  // nodes a task using this GPU alone needs (/dev/nvidia0)
 };
 
@@ -31,8 +31,9 @@ struct GpuInventory {
   // Nodes every task using any GPU of that vendor needs: nvidia /dev/nvidiactl, /dev/nvidia-uvm,
   // /dev/nvidia-uvm-tools, /dev/nvidia-modeset (those present); amd /dev/kfd.
   std::vector<std::string> sharedNodes;
-  // Dynamic majors from /proc/devices (-1: module not loaded). nvidia-uvm's node is often missing on
-  // headless rigs; the major is what a caller needs to mknod it or to write a device-cgroup rule.
+  // Dynamic majors from /proc/devices (-1: module not loaded). nvidia-uvm's node is often missing
+  // on headless rigs; the major is what a caller needs to mknod it or to write a device-cgroup
+  // rule.
   int nvidiaUvmMajor = -1;
   int kfdMajor = -1;
   // Things an operator should know (a GPU skipped, a node missing); never fatal.
@@ -46,8 +47,8 @@ struct GpuInventory {
   // right whether or not the task sees the other GPUs' nodes.
   // AMD: ROCR_VISIBLE_DEVICES as UUIDs when every assigned AMD GPU has one, else as task-local
   // ordinals 0..n-1 (ROCm skips render nodes the task cannot open, so under the exec driver the
-  // assigned GPUs are renumbered from 0); HIP_VISIBLE_DEVICES = 0..n-1 (it indexes what ROCR shows).
-  // Variables are set only for vendors among `assigned`.
+  // assigned GPUs are renumbered from 0); HIP_VISIBLE_DEVICES = 0..n-1 (it indexes what ROCR
+  // shows). Variables are set only for vendors among `assigned`.
   std::map<std::string, std::string> env(const std::vector<const Gpu*>& assigned) const;
 };
 
@@ -59,7 +60,7 @@ struct GpuDetectorOptions {
   // /proc/driver/nvidia/gpus/<bus>/information maps a GPU's UUID to its device minor, which is not
   // always nvidia-smi's index (e.g. A100 systems). Without it, minor = index.
   std::string procDriverNvidia = "/proc/driver/nvidia";
-  int timeoutMs = 5000;                  // nvidia-smi hangs when the driver is wedged
+  int timeoutMs = 5000;  // nvidia-smi hangs when the driver is wedged
 };
 
 class GpuDetector {

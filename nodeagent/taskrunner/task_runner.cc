@@ -272,6 +272,25 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
       env[n] = expand(kube::getString(item, {"value"}), env);
     }
   }
+  // GPUs: a task that asks for nvidia.com/gpu or amd.com/gpu gets the allocation's GPUs of that
+  // vendor: exactly their device nodes (the driver adds the devices-cgroup rules) and env.
+  if (!config_.gpus.empty()) {
+    std::vector<std::pair<std::string, int>> wanted;
+    for (const auto& [vendor, index] : config_.gpus) {
+      std::string res = vendor == "amd" ? "amd.com/gpu" : "nvidia.com/gpu";
+      if (kube::find(task, {"resources", "limits", res}) != nullptr ||
+          kube::find(task, {"resources", "requests", res}) != nullptr) {
+        wanted.emplace_back(vendor, index);
+      }
+    }
+    if (!wanted.empty()) {
+      if (config_.inventory == nullptr) return Status::invalid("spec.resources.gpus: this worker has no GPUs");
+      auto selected = select(*config_.inventory, wanted);
+      if (!selected) return Status::invalid("spec.resources.gpus: " + selected.status().message());
+      l.devices = config_.inventory->deviceNodes(*selected);
+      for (const auto& [k, v] : config_.inventory->env(*selected)) env[k] = v;
+    }
+  }
   for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
   for (const auto& s : stringList(kube::find(task, {"command"}))) l.argv.push_back(expand(s, env));
   for (const auto& s : stringList(kube::find(task, {"args"}))) l.argv.push_back(expand(s, env));

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kube/json.h"
+#include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
 
 namespace nodeagent {
@@ -62,6 +63,9 @@ struct TaskConfig {
   int previousRestarts = 0;        // from the API's status: counters never go down
   std::optional<TaskHandle> recovered;  // found by the driver's cgroup scan (state file lost)
   std::function<void()> onStarted;      // after each successful start (the task has exec'd)
+  // The allocation's assigned GPUs (vendor, index), given to tasks that ask for a GPU resource.
+  std::vector<std::pair<std::string, int>> gpus;
+  const GpuInventory* inventory = nullptr;
 };
 
 class TaskRunner {
