@@ -43,6 +43,8 @@ std::string where(const std::string& handler, const std::string& field) {
   return handler.empty() ? field : handler + "." + field;
 }
 
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
 bool hasBadChars(std::string_view s, bool allowSpace) {
   return std::any_of(s.begin(), s.end(), [&](char c) {
     auto u = static_cast<unsigned char>(c);
@@ -335,7 +337,7 @@ ProbeResult httpProbe(const ProbeSpec& spec, int cancelFd) {
     size_t sp = buf.find(' ');
     if (sp != std::string::npos && sp + 4 <= buf.size()) {
       std::string digits = buf.substr(sp + 1, 3);
-      if (std::all_of(digits.begin(), digits.end(), ::isdigit)) code = std::stoi(digits);
+      if (std::all_of(digits.begin(), digits.end(), isDigit)) code = std::stoi(digits);
     }
   }
   if (code == 0) return {false, "HTTP probe: malformed response"};
@@ -507,7 +509,7 @@ pid_t findTaskProcess(pid_t init) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     std::string name = e.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    if (name.empty() || !std::all_of(name.begin(), name.end(), isDigit)) continue;
     std::string stat = slurp("/proc/" + name + "/stat");
     size_t close = stat.rfind(')');
     if (close == std::string::npos) continue;
