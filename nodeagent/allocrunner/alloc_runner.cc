@@ -291,7 +291,7 @@ void AllocRunner::report() {
     if (!s.message.empty()) kube::setString(t, "message", s.message, a);
     if (!s.startedAt.empty()) kube::setString(t, "startedAt", s.startedAt, a);
     if (!s.finishedAt.empty()) kube::setString(t, "finishedAt", s.finishedAt, a);
-    t.AddMember("ready", s.ready || (s.state == "Running"), a);
+    t.AddMember("ready", s.ready && s.state == "Running", a);
     tasks.PushBack(std::move(t), a);
   }
   if (const JsonValue* spec = kube::find(*alloc_, {"spec", "tasks"}); spec && spec->IsArray()) {

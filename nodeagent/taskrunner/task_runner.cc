@@ -292,6 +292,15 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
     }
   }
   for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
+  for (auto [field, slot] : {std::pair{"readinessProbe", &readinessSpec_}, std::pair{"livenessProbe", &livenessSpec_},
+                             std::pair{"startupProbe", &startupSpec_}}) {
+    slot->reset();
+    if (const JsonValue* p = kube::find(task, {field}); p != nullptr && !p->IsNull()) {
+      auto spec = parseProbe(*p, config_.ports);
+      if (!spec) return Status::invalid(std::string(field) + ": " + spec.status().message());
+      *slot = *spec;
+    }
+  }
   for (const auto& s : stringList(kube::find(task, {"command"}))) l.argv.push_back(expand(s, env));
   for (const auto& s : stringList(kube::find(task, {"args"}))) l.argv.push_back(expand(s, env));
   if (l.argv.empty()) return Status::invalid("command: Required value: the task has no command");
@@ -314,6 +323,46 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
     return Status::internal("cannot open the task's log files in " + config_.logDir + ": " + std::strerror(errno));
   }
   return l;
+}
+
+void TaskRunner::startProbes(pid_t initPid) {
+  unhealthy_ = false;
+  started_ = !startupSpec_.has_value();
+  auto startMain = [this, initPid] {
+    if (readinessSpec_) {
+      readiness_ = std::make_unique<ProbeRunner>();
+      readiness_->start(*readinessSpec_, initPid, [this](bool ok) { setState([ok](TaskState& s) { s.ready = ok; }); });
+    } else {
+      setState([](TaskState& s) { s.ready = true; });
+    }
+    if (livenessSpec_) {
+      liveness_ = std::make_unique<ProbeRunner>();
+      liveness_->start(*livenessSpec_, initPid, [this](bool ok) {
+        if (!ok) {
+          unhealthy_ = true;
+          cv_.notify_all();
+        }
+      }, true);
+    }
+  };
+  if (startupSpec_) {
+    startup_ = std::make_unique<ProbeRunner>();
+    startup_->start(*startupSpec_, initPid, [this](bool ok) {
+      if (ok) started_ = true;  // readiness and liveness begin (from the wait loop)
+    });
+  } else {
+    startMain();
+  }
+  probesPending_ = startupSpec_.has_value();
+  startMainProbes_ = startMain;
+}
+
+void TaskRunner::stopProbes() {
+  for (auto* r : {&readiness_, &liveness_, &startup_}) {
+    if (*r) (*r)->stop();
+    r->reset();
+  }
+  setState([](TaskState& s) { s.ready = false; });
 }
 
 void TaskRunner::run() {
@@ -373,18 +422,39 @@ void TaskRunner::run() {
         persist(h);
         if (config_.onStarted) config_.onStarted();
       }
+    } else if (h.pid > 0) {
+      // Adopted: probes need their specs (and ports) parsed as for a fresh start.
+      auto launch = buildLaunch();
+      if (launch) {
+        if (launch->stdoutFd >= 0) ::close(launch->stdoutFd);
+        if (launch->stderrFd >= 0) ::close(launch->stderrFd);
+      }
     }
     adopted = false;
+    if (h.pid > 0 && snapshot().state == "Running") startProbes(h.pid);
     if (h.pid > 0 && snapshot().state == "Running") {
       bool stopSent = false;
+      bool livenessKill = false;
       std::optional<TaskExit> exit;
-      while (!(exit = driver_.wait(h, 500))) {
-        if (detaching_ && !stopping_) return;  // the task keeps running; its state file says so
+      while (!(exit = driver_.wait(h, 200))) {
+        if (detaching_ && !stopping_) {
+          stopProbes();
+          return;  // the task keeps running; its state file says so
+        }
+        if (probesPending_ && started_) {
+          probesPending_ = false;
+          startMainProbes_();
+        }
         if (stopping_ && !stopSent) {
           stopSent = true;
           (void)driver_.stop(h, killSignal, killTimeoutMs);
+        } else if (unhealthy_ && !stopSent && !livenessKill) {
+          livenessKill = true;
+          (void)driver_.stop(h, killSignal, killTimeoutMs);
         }
       }
+      std::string probeMessage = livenessKill && liveness_ ? liveness_->lastResult().message : "";
+      stopProbes();
       (void)driver_.destroy(h);
       setState([&](TaskState& s) {
         s.state = "Terminated";
@@ -395,6 +465,9 @@ void TaskRunner::run() {
         s.message = exit->message;
         if (exit->oomKilled) {
           s.reason = "OOMKilled";
+        } else if (livenessKill) {
+          s.reason = "Error";
+          s.message = "liveness probe failed" + (probeMessage.empty() ? std::string() : ": " + probeMessage);
         } else if (stopSent) {
           s.reason = "Killed";
         } else if (exit->signal == 0 && exit->exitCode == 0) {

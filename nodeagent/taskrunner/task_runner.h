@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@
 #include "kube/json.h"
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
+#include "nodeagent/probes/probe.h"
 
 namespace nodeagent {
 
@@ -99,6 +101,16 @@ class TaskRunner {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> detaching_{false};
+  // Probes of the current run: startup gates readiness and liveness; a liveness failure stops
+  // the task, which the restart policy then counts.
+  std::optional<ProbeSpec> readinessSpec_, livenessSpec_, startupSpec_;
+  std::unique_ptr<ProbeRunner> readiness_, liveness_, startup_;
+  std::atomic<bool> unhealthy_{false};
+  std::atomic<bool> started_{false};  // startup probe passed (or none)
+  bool probesPending_ = false;            // startup probe running; main probes not yet
+  std::function<void()> startMainProbes_;
+  void startProbes(pid_t initPid);
+  void stopProbes();
   mutable std::mutex mu_;
   std::condition_variable cv_;
   TaskState state_;                                  // guarded by mu_

@@ -85,6 +85,25 @@ pid2=$(jp allocation long1 '{.status.tasks[0].pid}')
 # A completed allocation is not run again after the restart.
 [ "$(grep -c "hello from main" "$AGENT_DATA/allocs/$uid/main/logs/stdout.log")" = 1 ] && pass || fail "completed task not rerun"
 
+# Probes: readiness flips in status; a failing liveness probe restarts the task.
+alloc probe1 '[{"name":"main","command":["/bin/sh","-c","exec sleep 1000"],
+  "readinessProbe":{"exec":{"command":["test","-f","/local/ready"]},"periodSeconds":1},
+  "livenessProbe":{"exec":{"command":["test","!","-f","/local/die"]},"periodSeconds":1,"failureThreshold":2}}]' \
+  '{"attempts":3,"intervalSeconds":300,"delaySeconds":0,"mode":"Fail"}'
+wait_for "probe task Running" state_is probe1 Running
+ready_is() { [ "$(jp allocation probe1 '{.status.tasks[0].ready}')" = "$1" ]; }
+sleep 2
+ready_is false && pass || fail "not ready before the readiness file exists"
+puid=$(jp allocation probe1 '{.metadata.uid}')
+touch "$AGENT_DATA/allocs/$puid/main/local/ready"
+wait_for "readiness flips to true" ready_is true
+restarts_is() { [ "$(jp allocation probe1 '{.status.tasks[0].restarts}')" = "$1" ]; }
+touch "$AGENT_DATA/allocs/$puid/main/local/die"
+wait_for "failing liveness restarts the task" restarts_is 1
+rm -f "$AGENT_DATA/allocs/$puid/main/local/die"
+wait_for "restarted task Running again" state_is probe1 Running
+k 1.32 delete allocation probe1 --wait=false >/dev/null
+
 # Deleting the allocation stops the task and leaves no process.
 k 1.32 delete allocation long1 --wait=false >/dev/null
 wait_for "task gone after delete" not_alive "$pid1"
