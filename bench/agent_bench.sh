@@ -14,7 +14,7 @@ start_server
 "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$WORK/agent" \
   --trace-starts >"$WORK/agent.log" 2>&1 &
 AGENT=$!
-trap 'kill -9 $AGENT 2>/dev/null; cleanup' EXIT
+trap 'kill -9 $AGENT 2>/dev/null || true; cleanup' EXIT
 rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' "/proc/$1/status"; }
 running() { k 1.32 get allocations -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Running || true; }
 wave() {  # wave FIRST LAST
