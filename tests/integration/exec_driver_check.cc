@@ -27,6 +27,8 @@
 #include "nodeagent/driver/cgroup.h"
 #include "nodeagent/driver/exec_driver.h"
 
+#include "tests/integration/check.h"
+
 namespace {
 
 using nodeagent::TaskExit;
@@ -34,25 +36,11 @@ using nodeagent::TaskHandle;
 using nodeagent::TaskLaunch;
 using Clock = std::chrono::steady_clock;
 
-int gPassed = 0;
-int gFailed = 0;
-
-void check(bool ok, const std::string& name, const std::string& detail = "") {
-  (ok ? gPassed : gFailed)++;
-  std::cout << (ok ? "PASS " : "FAIL ") << name << (detail.empty() ? "" : ": " + detail) << std::endl;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
+using integration::check;
+using integration::gFailed;
+using integration::gPassed;
+using integration::slurp;
+using integration::trim;
 
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
