@@ -1,3 +1,9 @@
+// pplx/threadpool.h still names boost::asio::io_service, which the project-wide
+// BOOST_ASIO_NO_DEPRECATED hides; this file alone may see it.
+#undef BOOST_ASIO_NO_DEPRECATED
+#include <utility>
+#include <pplx/threadpool.h>
+
 // The only file that sees cpprestsdk's client. Rules kept here (see the notes on cpprest):
 //  - every pplx chain ends in a task-based continuation that turns exceptions into a Status, so
 //    no exception is ever left unobserved (that aborts the process);
@@ -318,5 +324,7 @@ StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOption
     return Status::invalid("cannot create HTTP client for " + config.server + ": " + e.what());
   }
 }
+
+void initHttpClientThreads(size_t threads) { crossplat::threadpool::initialize_with_threads(threads); }
 
 }  // namespace kube

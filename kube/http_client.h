@@ -96,4 +96,7 @@ inline constexpr int kCanceledCode = 499;
 // crossplat::threadpool::initialize_with_threads() once, before any client exists.
 [[nodiscard]] StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options = {});
 
+// Sizes cpprest's shared thread pool (default 40). Call once, in main(), before any client exists.
+void initHttpClientThreads(size_t threads);
+
 }  // namespace kube

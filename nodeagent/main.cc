@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
     std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";
     return 2;
   }
+  // cpprest's pool defaults to 40 threads; the agent's traffic is a handful of requests and one
+  // watch, and every idle thread costs resident memory.
+  kube::initHttpClientThreads(4);
   auto cfg = kubeconfig.empty() ? kube::loadInClusterConfig() : kube::loadKubeconfig(kubeconfig);
   if (!cfg) {
     std::cerr << "foxden-agent: " << cfg.status().message() << "\n";
