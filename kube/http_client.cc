@@ -134,7 +134,7 @@ class CppRestLineStream final : public LineStream {
     LineOutcome out;
     try {
       out = body_.read_line(buf)
-                .then([buf, body, token](pplx::task<size_t> t) mutable {
+                .then([buf, body, token](pplx::task<size_t> t) mutable {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
                   LineOutcome o;
                   try {
                     size_t n = t.get();
@@ -195,7 +195,7 @@ class CppRestHttpClient final : public HttpClient {
                   return std::move(*partial);
                 });
               })
-              .then([token](pplx::task<HttpResponse> t) {
+              .then([token](pplx::task<HttpResponse> t) {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
                 SendOutcome o;
                 try {
                   o.response = t.get();
@@ -222,7 +222,7 @@ class CppRestHttpClient final : public HttpClient {
       CancelLink link(cancel, cts);  // the stream installs its own link below
       try {
         out = streamClient_->request(*rq, token)
-                  .then([token](pplx::task<http::http_response> t) {
+                  .then([token](pplx::task<http::http_response> t) {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
                     OpenOutcome o;
                     try {
                       o.response = t.get();

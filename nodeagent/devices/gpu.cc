@@ -485,6 +485,7 @@ std::map<std::string, std::string> GpuInventory::env(
   std::map<std::string, std::string> out;
   if (!nv.empty()) {
     std::vector<std::string> ids;
+    ids.reserve(nv.size());
     for (const Gpu* g : nv) ids.push_back(g->uuid.empty() ? std::to_string(g->index) : g->uuid);
     out["NVIDIA_VISIBLE_DEVICES"] = join(ids);
     out["CUDA_VISIBLE_DEVICES"] = join(ids);

@@ -684,6 +684,7 @@ ProbeResult execProbe(const ProbeSpec& spec, pid_t initPid, int cancelFd) {
   }
   auto pointers = [](std::vector<std::string>& v) {
     std::vector<char*> p;
+    p.reserve(v.size() + 1);
     for (auto& s : v) p.push_back(s.data());
     p.push_back(nullptr);
     return p;
@@ -867,8 +868,8 @@ void ProbeRunner::start(ProbeSpec spec, pid_t taskInitPid, Callback callback, bo
     last_ = {};
   }
   healthy_ = initiallyHealthy;
-  thread_ = std::thread([this, spec = std::move(spec), taskInitPid, cb = std::move(callback)]() mutable {
-    run(std::move(spec), taskInitPid, std::move(cb));
+  thread_ = std::thread([this, spec = std::move(spec), taskInitPid, cb = std::move(callback)] {
+    run(spec, taskInitPid, cb);
   });
 }
 
@@ -900,7 +901,7 @@ bool ProbeRunner::waitUntil(Clock::time_point deadline) {
   return !cv_.wait_until(lock, deadline, [this] { return stopping_; });
 }
 
-void ProbeRunner::run(ProbeSpec spec, pid_t pid, Callback callback) {
+void ProbeRunner::run(const ProbeSpec& spec, pid_t pid, const Callback& callback) {
   // The kubelet's prober worker: count consecutive equal results; the reported state flips only
   // when the run reaches the threshold for that result.
   bool reported = healthy_.load();

@@ -92,7 +92,7 @@ class ProbeRunner {
   ProbeResult lastResult() const;
 
  private:
-  void run(ProbeSpec spec, pid_t pid, Callback callback);
+  void run(const ProbeSpec& spec, pid_t pid, const Callback& callback);
   // Waits until `deadline` or stop(); false when stopping.
   bool waitUntil(std::chrono::steady_clock::time_point deadline);
 
