@@ -453,6 +453,8 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   if (pipe2(errPipe, O_CLOEXEC) < 0) return Status::internal("pipe2: " + errnoText(errno));
   Fd errRead(errPipe[0]), errWrite(errPipe[1]);
   spec.syncFd = syncRead.get();
+  spec.syncWriteFd = syncWrite.get();
+  spec.errorReadFd = errRead.get();
   spec.errorFd = errWrite.get();
 
   void* stack = mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);

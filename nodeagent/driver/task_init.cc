@@ -216,6 +216,12 @@ const char* stepName(Step step) {
 int taskInitMain(void* arg) {
   const InitSpec& s = *static_cast<const InitSpec*>(arg);
 
+  // clone() gave us copies of the agent's own pipe ends. Holding its write end would keep our
+  // read from ever seeing EOF if the agent died before releasing us (we would hang forever, and a
+  // restarted agent would adopt a task that never started).
+  if (s.syncWriteFd >= 0) close(s.syncWriteFd);
+  if (s.errorReadFd >= 0) close(s.errorReadFd);
+
   // Nothing happens before the agent has put us into the task's cgroup.
   char go = 0;
   ssize_t n;

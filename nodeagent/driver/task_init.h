@@ -56,6 +56,9 @@ struct ErrorRecord {
 struct InitSpec {
   bool isolate = true;        // exec (namespaces, new root) or raw_exec (cgroup only)
   int syncFd = -1;            // read end: the agent writes one byte once the child is in its cgroup
+  int syncWriteFd = -1;       // the agent's write end, inherited through clone: closed first thing,
+                              // so an agent that dies before "go" means EOF, not a hang
+  int errorReadFd = -1;       // the agent's read end of the error pipe, likewise not ours to keep
   int errorFd = -1;           // write end (CLOEXEC): an ErrorRecord on failure, EOF after execve
   int exitDirFd = -1;         // <taskDir>/.foxden: where the init writes `exit`
   int stdoutFd = -1;          // -1: /dev/null

@@ -93,5 +93,10 @@ for _ in $(seq 1 300); do [ "$(task_cgroups)" = 0 ] && break; sleep 0.1; done
 left=$(task_cgroups)
 [ "$left" = 0 ] && pass || fail "task cgroups left after deleting every allocation: $left"
 kill_agent
+# Nothing forked by any of the agents may outlive them and their allocations: a task init left
+# waiting for a "go" from a killed agent would show up here (its command line is the agent's).
+sleep 1
+stray=$(pgrep -f -- "--data-dir $AGENT_DATA" || true)
+[ -z "$stray" ] && pass || { fail "processes left behind: $stray"; kill -9 $stray 2>/dev/null || true; }
 for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
 finish
