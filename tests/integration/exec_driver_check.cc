@@ -60,7 +60,7 @@ std::string exitText(const TaskExit& e) {
          " oom=" + (e.oomKilled ? "true" : "false") + (e.message.empty() ? "" : " (" + e.message + ")");
 }
 
-const char* const kHierarchies[] = {"cpu", "cpuacct", "memory", "pids", "devices", "freezer", "cpuset"};
+using integration::kHierarchies;
 
 struct Fixture {
   std::string work;
@@ -89,29 +89,7 @@ struct Fixture {
 
   // Kills whatever is left in our cgroups and removes them, the canary, the fake nodes and work.
   void cleanup() {
-    for (const auto& p : {parent, rawParent}) {
-      for (const char* h : kHierarchies) {
-        std::string base = std::string("/sys/fs/cgroup/") + h + "/" + p;
-        std::error_code ec;
-        if (!std::filesystem::exists(base, ec)) continue;
-        for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
-          if (!e.is_directory()) continue;
-          for (int i = 0; i < 50; ++i) {
-            std::istringstream procs(slurp(e.path().string() + "/cgroup.procs"));
-            pid_t pid;
-            bool any = false;
-            while (procs >> pid) {
-              kill(pid, SIGKILL);
-              any = true;
-            }
-            if (!any) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-          }
-          rmdir(e.path().c_str());
-        }
-        rmdir(base.c_str());
-      }
-    }
+    for (const auto& p : {parent, rawParent}) integration::removeTaskCgroups(p);
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     unlink(canary.c_str());

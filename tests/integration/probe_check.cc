@@ -41,7 +41,6 @@ using integration::gPassed;
 using integration::slurp;
 using integration::trim;
 
-const char* const kHierarchies[] = {"cpu", "cpuacct", "memory", "pids", "devices", "freezer", "cpuset"};
 
 struct Fixture {
   std::string work;
@@ -60,27 +59,7 @@ struct Fixture {
 
   // Kills whatever is left in our cgroups and removes them and the work dir.
   ~Fixture() {
-    for (const char* h : kHierarchies) {
-      std::string base = std::string("/sys/fs/cgroup/") + h + "/" + parent;
-      std::error_code ec;
-      if (!std::filesystem::exists(base, ec)) continue;
-      for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
-        if (!e.is_directory()) continue;
-        for (int i = 0; i < 50; ++i) {
-          std::istringstream procs(slurp(e.path().string() + "/cgroup.procs"));
-          pid_t pid;
-          bool any = false;
-          while (procs >> pid) {
-            kill(pid, SIGKILL);
-            any = true;
-          }
-          if (!any) break;
-          std::this_thread::sleep_for(20ms);
-        }
-        rmdir(e.path().c_str());
-      }
-      rmdir(base.c_str());
-    }
+    integration::removeTaskCgroups(parent);
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     std::error_code ec;
