@@ -55,6 +55,7 @@ echo "watch-to-execve, one allocation at a time ($(wc -l <"$WORK/lat-seq.txt") s
 echo "agent RSS: idle $IDLE, with $WAVE running tasks $RSS100"
 echo "per task, besides the task itself: $helpers(the task's init: PID 1 of its namespace, reaps and records the exit status)"
 echo "server RSS with $((2 * WAVE)) allocations: $(rss $SERVER_PID)"
+cp "$WORK/agent.log" "${BENCH_LOG:-/tmp/foxden-agent-bench.log}"
 k 1.32 delete allocations --all --wait=false >/dev/null
 for _ in $(seq 1 600); do [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] && break; sleep 0.1; done
 kill -9 $AGENT 2>/dev/null || true

@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   nodeagent::ExecDriverOptions eo;
   eo.cgroupParent = "foxden-" + o.name;
   eo.stateDir = o.dataDir + "/driver/exec";
+  eo.traceStarts = o.traceStarts;
   nodeagent::ExecDriverOptions ro = eo;
   ro.isolate = false;
   ro.cgroupParent = "foxden-" + o.name + "-raw";

@@ -54,6 +54,10 @@ class CgroupManager {
                                     const std::vector<DeviceRule>& devices);
   // Moves `pid` (single-threaded: v1 attaches by tid) into the cgroup in every hierarchy.
   [[nodiscard]] kube::Status attach(const std::string& path, pid_t pid);
+  // Fds for a process to enter the cgroup without an attach by pid: v1, the `tasks` file of every
+  // hierarchy (the process writes "0"); v2, the cgroup directory (for clone3's CLONE_INTO_CGROUP).
+  // The caller closes them.
+  [[nodiscard]] kube::StatusOr<std::vector<int>> openJoinFds(const std::string& path) const;
   std::vector<pid_t> procs(const std::string& path) const;
   // Freezes, SIGKILLs every process, thaws, and waits (up to timeoutMs) until the cgroup is empty.
   [[nodiscard]] kube::Status killAll(const std::string& path, int timeoutMs);

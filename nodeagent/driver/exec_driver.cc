@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <linux/sched.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -15,11 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <map>
 #include <fstream>
+#include <iostream>
 #include <mutex>
 #include <set>
 
@@ -209,6 +212,7 @@ class ExecDriver final : public Driver {
 
   ExecDriverOptions options_;
   CgroupManager cgroups_;
+  std::atomic<bool> clone3IntoCgroup_{true};  // cgroup v2: until the kernel says it has no clone3
   std::mutex mu_;
   std::map<pid_t, int> reaped_;  // init pid -> wait status, for inits this process reaped
   std::vector<sock_filter> filter_;
@@ -298,6 +302,9 @@ void ExecDriver::buildRoot(StartContext& ctx, const TaskLaunch& launch, const st
 }
 
 StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
+  using TraceClock = std::chrono::steady_clock;
+  const TraceClock::time_point t0 = TraceClock::now();
+  TraceClock::time_point tPrepared, tCgroup, tCloned, tAttached;
   if (!validId(launch.id)) return Status::invalid("task id '" + launch.id + "' must match [A-Za-z0-9._-]+");
   if (launch.argv.empty() || launch.argv[0].empty()) return Status::invalid("argv is empty");
   if (launch.taskDir.empty() || launch.taskDir[0] != '/' || !isDirectory(launch.taskDir)) {
@@ -434,11 +441,46 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.seccomp = seccomp;
 
   // The cgroup exists, with its limits, before any task code runs.
+  tPrepared = TraceClock::now();
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
   if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
     (void)cgroups_.remove(cg);
     return st;
+  }
+
+  tCgroup = TraceClock::now();
+  // How the init gets into its cgroup without the agent writing its pid (that write takes the
+  // kernel's global threadgroup lock and waits for an RCU grace period: milliseconds per start):
+  // v2, clone3() creates it inside the cgroup; v1, it writes "0" to each hierarchy's `tasks`.
+  auto joinFds = cgroups_.openJoinFds(cg);
+  if (!joinFds) {
+    (void)cgroups_.remove(cg);
+    return joinFds.status();
+  }
+  struct FdsClose {
+    std::vector<int>& fds;
+    ~FdsClose() {
+      for (int fd : fds) ::close(fd);
+    }
+  } joinFdsClose{*joinFds};
+  // Trace marks of the init, in a page it shares with us across clone.
+  uint64_t* traceNs = nullptr;
+  if (options_.traceStarts) {
+    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page != MAP_FAILED) traceNs = static_cast<uint64_t*>(page);
+    spec.traceNs = traceNs;
+  }
+  struct TraceUnmap {
+    uint64_t* p;
+    ~TraceUnmap() {
+      if (p != nullptr) munmap(p, 4096);
+    }
+  } traceUnmap{traceNs};
+  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
+  if (!v2) {
+    spec.cgroupJoinFds = joinFds->data();
+    spec.cgroupJoinFdCount = joinFds->size();
   }
 
   // clone() without exec hands the child every fd of the agent until its init closes them. Were
@@ -457,12 +499,37 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.errorReadFd = errRead.get();
   spec.errorFd = errWrite.get();
 
-  void* stack = mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return Status::internal("mmap init stack: " + errnoText(errno));
-  int flags = SIGCHLD | (isolate ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS : 0);
-  pid_t pid = clone(init::taskInitMain, static_cast<char*>(stack) + kInitStackSize, flags, &spec);
-  int cloneErr = errno;
-  munmap(stack, kInitStackSize);  // the child has its own copy (no CLONE_VM)
+  const uint64_t nsFlags = isolate ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS : 0;
+  pid_t pid = -1;
+  int cloneErr = 0;
+  bool inCgroup = false;
+  if (v2 && clone3IntoCgroup_) {
+    // Without CLONE_VM and without a stack, clone3 returns twice like fork(): the child runs the
+    // init on its copy of this stack.
+    clone_args args{};
+    args.flags = nsFlags | CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = static_cast<uint64_t>(joinFds->front());
+    long rc = syscall(SYS_clone3, &args, sizeof args);
+    if (rc == 0) _exit(init::taskInitMain(&spec));
+    cloneErr = errno;
+    if (rc > 0) {
+      pid = static_cast<pid_t>(rc);
+      inCgroup = true;
+    } else if (cloneErr == ENOSYS || cloneErr == E2BIG || cloneErr == EINVAL) {
+      clone3IntoCgroup_ = false;  // an older kernel: clone() and attach from now on
+    }
+  }
+  if (pid < 0 && (!v2 || !clone3IntoCgroup_)) {
+    void* stack =
+        mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return Status::internal("mmap init stack: " + errnoText(errno));
+    pid = clone(init::taskInitMain, static_cast<char*>(stack) + kInitStackSize, static_cast<int>(nsFlags) | SIGCHLD,
+                &spec);
+    cloneErr = errno;
+    munmap(stack, kInitStackSize);  // the child has its own copy (no CLONE_VM)
+    inCgroup = !v2;                 // v1: the init joins by itself
+  }
   if (pid < 0) {
     (void)cgroups_.remove(cg);
     return Status::internal("clone: " + errnoText(cloneErr));
@@ -470,6 +537,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   syncRead.reset();
   errWrite.reset();
   cloneLock.unlock();
+  tCloned = TraceClock::now();
 
   auto abort = [&](Status why) -> Status {
     syncWrite.reset();  // an init still waiting for the go byte exits
@@ -480,7 +548,10 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return why;
   };
 
-  if (auto st = cgroups_.attach(cg, pid); !st) return abort(st);
+  if (!inCgroup) {
+    if (auto st = cgroups_.attach(cg, pid); !st) return abort(st);
+  }
+  tAttached = TraceClock::now();
   char go = 1;
   if (write(syncWrite.get(), &go, 1) != 1) return abort(Status::internal("release init: " + errnoText(errno)));
   syncWrite.reset();
@@ -527,6 +598,25 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return abort(Status::invalid("start task " + launch.id + ": " + what + ": " + errnoText(rec.err)));
   }
 
+  if (options_.traceStarts) {
+    auto us = [](TraceClock::time_point a, TraceClock::time_point b) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+    };
+    TraceClock::time_point tExec = TraceClock::now();
+    std::cerr << "trace: task=" << launch.id
+              << " begin_at_us=" << std::chrono::duration_cast<std::chrono::microseconds>(t0.time_since_epoch()).count()
+              << " prepare_us=" << us(t0, tPrepared)
+              << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tCgroup, tCloned)
+              << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec);
+    if (traceNs != nullptr) {
+      // Inside the init: go -> joined -> stdio -> mounts -> new root -> forked -> execve.
+      static const char* const kNames[] = {"go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
+      for (int m = init::kTraceJoined; m < init::kTraceMarkCount; ++m) {
+        if (traceNs[m] != 0 && traceNs[m - 1] != 0) std::cerr << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
+      }
+    }
+    std::cerr << std::endl;
+  }
   auto ps = readProcStat(pid);
   TaskHandle h{pid, ps ? ps->startTicks : 0, cg};
   // Re-attach record: which pid is the init and where its exit file lives.

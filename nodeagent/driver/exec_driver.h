@@ -21,6 +21,7 @@ struct ExecDriverOptions {
       "/proc/scsi",        "/proc/sysrq-trigger"};
   std::vector<std::string> readOnlyPaths = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"};
   int startTimeoutMs = 30000;            // how long start() waits for the task's execve
+  bool traceStarts = false;              // log each start's phases (prepare, cgroup, clone, exec)
 };
 
 DriverPtr newExecDriver(ExecDriverOptions options = {});

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,7 +26,7 @@ constexpr const char* kStepNames[] = {
     "remount root read-only", "sethostname", "fork task", "reset signals", "set no_new_privs",
     "drop bounding capabilities", "keep capabilities", "setgroups", "setgid", "setuid",
     "set capabilities", "set ambient capabilities", "chdir", "close fds", "install seccomp filter",
-    "execve",
+    "execve", "join the task cgroup",
 };
 
 // Fixed fds inside the init, so that closing "everything else" is a single close_range.
@@ -40,6 +41,13 @@ constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2
   // A short write on a pipe of this size cannot happen; nothing else to do if it fails anyway.
   [[maybe_unused]] ssize_t n = write(kErrorFd, &rec, sizeof rec);
   _exit(127);
+}
+
+void mark(const InitSpec& s, TraceMark m) {
+  if (s.traceNs == nullptr) return;
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  s.traceNs[m] = static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 int retryDup2(int from, int to) {
@@ -138,6 +146,7 @@ void writeExitFile(int status) {
 }
 
 [[noreturn]] void runTask(const InitSpec& s, const sigset_t& oldMask) {
+  mark(s, kTraceForked);
   // Undo what the agent and the init set up: handlers become default again (SIG_IGN survives
   // execve otherwise) and nothing stays blocked.
   struct sigaction dfl {};
@@ -197,6 +206,7 @@ void writeExitFile(int status) {
     fail(Step::kSeccomp, errno);
   }
 
+  mark(s, kTraceExec);
   int lastErr = ENOENT;
   for (size_t i = 0; i < s.execCandidateCount; ++i) {
     execve(s.execCandidates[i], s.argv, s.envp);
@@ -222,12 +232,25 @@ int taskInitMain(void* arg) {
   if (s.syncWriteFd >= 0) close(s.syncWriteFd);
   if (s.errorReadFd >= 0) close(s.errorReadFd);
 
-  // Nothing happens before the agent has put us into the task's cgroup.
+  // Nothing happens before we are in the task's cgroup: the agent put us there (cgroup v2, clone3
+  // into the cgroup, or an attach) or we join it ourselves right after its go (v1).
   char go = 0;
   ssize_t n;
   do n = read(s.syncFd, &go, 1); while (n < 0 && errno == EINTR);
   if (n != 1) _exit(126);
+  mark(s, kTraceGo);
+  for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) {
+    ssize_t w;
+    do w = write(s.cgroupJoinFds[i], "0", 1); while (w < 0 && errno == EINTR);
+    if (w != 1) {
+      // The fixed error fd is not set up yet: report on the inherited one.
+      ErrorRecord rec{static_cast<int>(Step::kCgroupJoin), errno, static_cast<int>(i)};
+      [[maybe_unused]] ssize_t m = write(s.errorFd, &rec, sizeof rec);
+      _exit(127);
+    }
+  }
 
+  mark(s, kTraceJoined);
   // Fixed fd layout: 0 /dev/null, 1/2 the task's output, 3 error pipe, 4 exit dir. Dup everything
   // above 10 first so that no target clobbers a source.
   int out = fcntl(s.stdoutFd >= 0 ? s.stdoutFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
@@ -247,12 +270,14 @@ int taskInitMain(void* arg) {
   // Every other fd of the agent (sockets, the store, other tasks' pipes) is closed here.
   if (syscall(SYS_close_range, kExitDirFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
 
+  mark(s, kTraceStdio);
   if (s.isolate) {
     // Our mount namespace is a copy of the host's: make it private so nothing propagates back.
     if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) fail(Step::kMountPrivate, errno);
     for (size_t i = 0; i < s.opCount; ++i) {
       if (runOp(s.ops[i]) < 0) fail(Step::kMountOp, errno, static_cast<int>(i));
     }
+    mark(s, kTraceMounts);
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves no
     // path back to the host tree (unlike chroot).
     if (chdir(s.rootDir) < 0) fail(Step::kPivotRoot, errno);
@@ -265,6 +290,7 @@ int taskInitMain(void* arg) {
     if (s.hostname != nullptr && sethostname(s.hostname, strlen(s.hostname)) < 0) {
       fail(Step::kHostname, errno);
     }
+    mark(s, kTraceRoot);
     // The init runs as root in the task's cgroup; make its /proc entries unreadable to the task.
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   } else {

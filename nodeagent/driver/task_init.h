@@ -42,9 +42,13 @@ struct MountOp {
 enum class Step : int {
   kSyncRead, kStdio, kMountPrivate, kMountOp, kPivotRoot, kRootReadOnly, kHostname, kFork,
   kSignals, kNoNewPrivs, kBoundingSet, kKeepCaps, kSetGroups, kSetGid, kSetUid, kCapSet,
-  kAmbient, kChdir, kCloseFds, kSeccomp, kExecve,
+  kAmbient, kChdir, kCloseFds, kSeccomp, kExecve, kCgroupJoin,
 };
 const char* stepName(Step step);
+
+// Points of the start the init timestamps when tracing (InitSpec::traceNs[mark]).
+enum TraceMark : int { kTraceGo, kTraceJoined, kTraceStdio, kTraceMounts, kTraceRoot, kTraceForked, kTraceExec,
+                       kTraceMarkCount };
 
 // What the error pipe carries: the failing step, its errno, and for kMountOp the op's index.
 struct ErrorRecord {
@@ -64,6 +68,13 @@ struct InitSpec {
   int stdoutFd = -1;          // -1: /dev/null
   int stderrFd = -1;
   int devNullFd = -1;         // the host's /dev/null, opened by the agent
+  // cgroup v1: the task's `tasks` file in every hierarchy, opened by the agent. The init writes
+  // "0" (itself) to each: a thread moving itself skips the kernel's global threadgroup lock and the
+  // RCU grace period the agent's write of a pid would wait for (milliseconds per start).
+  const int* cgroupJoinFds = nullptr;
+  size_t cgroupJoinFdCount = 0;
+  // --trace-starts: CLOCK_MONOTONIC nanoseconds at each TraceMark, in memory shared with the agent.
+  uint64_t* traceNs = nullptr;
 
   const char* rootDir = nullptr;       // host path of the new root (exec)
   const MountOp* ops = nullptr;
