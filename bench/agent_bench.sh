@@ -16,16 +16,21 @@ start_server
 AGENT=$!
 trap 'kill -9 $AGENT 2>/dev/null || true; cleanup' EXIT
 rss() { awk '/VmRSS/ {print $2 / 1024 " MiB"}' "/proc/$1/status"; }
-running() { k 1.32 get allocations -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Running || true; }
-wave() {  # wave FIRST LAST
-  for i in $(seq "$1" "$2"); do cat <<JSON
----
+# The API directly (curl + python3), so the benchmark also runs where no kubectl is installed.
+api() { curl -sk -H "Authorization: Bearer $(admin_token)" -H 'Content-Type: application/json' "$@"; }
+ALLOCS="https://127.0.0.1:$PORT/apis/foxden.io/v1alpha1/namespaces/default/allocations"
+running() { api "$ALLOCS" | python3 -c 'import json,sys; print(sum(1 for i in json.load(sys.stdin)["items"] if i.get("status",{}).get("phase")=="Running"))'; }
+wave() {  # wave FIRST LAST: creates allocations b-FIRST..b-LAST at once, waits until all run
+  local pids=()
+  for i in $(seq "$1" "$2"); do
+    api -X POST "$ALLOCS" -o /dev/null -d @- <<JSON &
 {"apiVersion":"foxden.io/v1alpha1","kind":"Allocation","metadata":{"name":"b-$i","namespace":"default",
  "labels":{"foxden.io/worker":"$NODE"}},"spec":{"workerName":"$NODE","jobType":"service",
  "tasks":[{"name":"main","command":["/bin/sleep","100000"],"resources":{"limits":{"memory":"16Mi"}}}]}}
 JSON
-  done >"$WORK/wave.yaml"
-  k 1.32 apply -f "$WORK/wave.yaml" >/dev/null
+    pids+=($!)
+  done
+  wait "${pids[@]}"
   for _ in $(seq 1 1200); do [ "$(running)" -ge "$2" ] && break; sleep 0.1; done
 }
 sleep 3
@@ -33,7 +38,8 @@ IDLE=$(rss $AGENT)
 wave 1 "$WAVE"
 sleep 2
 RSS100=$(rss $AGENT)
-helpers=$(for d in /sys/fs/cgroup/pids/foxden-$NODE/*/; do echo $(( $(wc -l <"$d/cgroup.procs") - 1 )); done | sort | uniq -c | awk '{printf "%s task(s) with %s extra process(es); ", $1, $2}')
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then CGMODE=v2; PIDS=/sys/fs/cgroup; else CGMODE=v1; PIDS=/sys/fs/cgroup/pids; fi
+helpers=$(for d in $PIDS/foxden-$NODE/*/; do echo $(( $(wc -l <"$d/cgroup.procs") - 1 )); done | sort | uniq -c | awk '{printf "%s task(s) with %s extra process(es); ", $1, $2}')
 wave $((WAVE + 1)) $((2 * WAVE))
 STARTED=$(running)
 # One at a time: the start path without queueing behind a burst.
@@ -49,14 +55,14 @@ pctf() { local f=$1 p=$2 n; n=$(wc -l <"$f"); awk -v p="$p" -v n="$n" 'NR == int
 pct() { pctf "$WORK/lat.txt" "$1"; }
 n=$(wc -l <"$WORK/lat.txt")
 echo "== foxden-agent benchmark ($(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r))"
-echo "tasks running: $STARTED of $((2 * WAVE)) in the waves (exec driver: 4 namespaces, pivot_root, cgroups v1, seccomp, user nobody)"
+echo "tasks running: $STARTED of $((2 * WAVE)) in the waves (exec driver: 4 namespaces, pivot_root, cgroups $CGMODE, seccomp, user nobody)"
 echo "watch-to-execve over $n starts (two waves of $WAVE applied at once): p50 $(pct 50), p90 $(pct 90), p99 $(pct 99), max $(pct 100)"
 echo "watch-to-execve, one allocation at a time ($(wc -l <"$WORK/lat-seq.txt") starts): p50 $(pctf "$WORK/lat-seq.txt" 50), p90 $(pctf "$WORK/lat-seq.txt" 90), p99 $(pctf "$WORK/lat-seq.txt" 99), max $(pctf "$WORK/lat-seq.txt" 100)"
 echo "agent RSS: idle $IDLE, with $WAVE running tasks $RSS100"
 echo "per task, besides the task itself: $helpers(the task's init: PID 1 of its namespace, reaps and records the exit status)"
 echo "server RSS with $((2 * WAVE)) allocations: $(rss $SERVER_PID)"
 cp "$WORK/agent.log" "${BENCH_LOG:-/tmp/foxden-agent-bench.log}"
-k 1.32 delete allocations --all --wait=false >/dev/null
-for _ in $(seq 1 600); do [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] && break; sleep 0.1; done
+api -X DELETE "$ALLOCS" -o /dev/null
+for _ in $(seq 1 600); do [ -z "$(find $PIDS/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] && break; sleep 0.1; done
 kill -9 $AGENT 2>/dev/null || true
-for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw /sys/fs/cgroup/foxden-$NODE; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done

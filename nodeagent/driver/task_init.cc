@@ -305,9 +305,21 @@ int taskInitMain(void* arg) {
   sigaddset(&waitSet, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &waitSet, &oldMask) < 0) fail(Step::kSignals, errno);
 
-  pid_t task = _Fork();
+  // vfork semantics: the task shares our memory until its execve, so the kernel copies no page
+  // tables. Ours are a copy of the agent's, hundreds of thread-stack mappings with many tasks
+  // running: a plain fork here measured 4-9 ms. The child touches only its own stack and fds.
+  struct TaskArgs {
+    const InitSpec* spec;
+    const sigset_t* mask;
+  } args{&s, &oldMask};
+  alignas(16) static char taskStack[64 * 1024];
+  pid_t task = clone(
+      [](void* a) -> int {
+        auto* t = static_cast<TaskArgs*>(a);
+        runTask(*t->spec, *t->mask);
+      },
+      taskStack + sizeof taskStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
   if (task < 0) fail(Step::kFork, errno);
-  if (task == 0) runTask(s, oldMask);
   close(kErrorFd);  // the task's copy is the only one left: EOF at its execve
 
   int taskStatus = 0;
