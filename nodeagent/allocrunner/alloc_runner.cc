@@ -84,14 +84,14 @@ void AllocRunner::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-kube::Status AllocRunner::prepareDirs() {
+kube::Status AllocRunner::prepareDirs(const Json& alloc) {
   std::string base = ctx_.dataDir + "/allocs/" + uid_;
   if (!mkdirs(base + "/alloc", 0755)) return kube::Status::internal("cannot create " + base + "/alloc");
   ::chmod((base + "/alloc").c_str(), 01777);
   if (!mkdirs(ctx_.dataDir + "/state/" + uid_, 0700)) {
     return kube::Status::internal("cannot create the state directory");
   }
-  const JsonValue* tasks = kube::find(*alloc_, {"spec", "tasks"});
+  const JsonValue* tasks = kube::find(alloc, {"spec", "tasks"});
   if (tasks == nullptr || !tasks->IsArray() || tasks->Empty()) {
     return kube::Status::invalid("spec.tasks: Required value: the allocation has no tasks");
   }
@@ -116,8 +116,7 @@ kube::Status AllocRunner::prepareDirs() {
   return kube::Status::ok();
 }
 
-std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const JsonValue& task, const std::string& jobType) {
-  const Json& a = *alloc_;
+std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonValue& task, const std::string& jobType) {
   TaskConfig c;
   c.allocUid = uid_;
   c.allocName = kube::name(a);
@@ -166,11 +165,15 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const JsonValue& task, const
 }
 
 void AllocRunner::run() {
+  // One snapshot of the object for the whole run: update() replaces alloc_ whenever the agent's
+  // own status write comes back through the watch, and the task pointers below point into it.
+  kube::JsonPtr doc;
   {
     std::lock_guard l(mu_);
-    startedAt_ = kube::getString(*alloc_, {"status", "startedAt"}, kube::nowTime());
+    doc = alloc_;
+    startedAt_ = kube::getString(*doc, {"status", "startedAt"}, kube::nowTime());
   }
-  kube::Status st = prepareDirs();
+  kube::Status st = prepareDirs(*doc);
   if (!st) {
     {
       std::lock_guard l(mu_);
@@ -182,9 +185,9 @@ void AllocRunner::run() {
     finished_ = true;
     return;
   }
-  std::string jobType = kube::getString(*alloc_, {"spec", "jobType"}, "batch");
+  std::string jobType = kube::getString(*doc, {"spec", "jobType"}, "batch");
   std::vector<const JsonValue*> prestart, main, poststop;
-  for (const auto& t : kube::find(*alloc_, {"spec", "tasks"})->GetArray()) {
+  for (const auto& t : kube::find(*doc, {"spec", "tasks"})->GetArray()) {
     std::string h = hook(t);
     (h == "prestart" ? prestart : h == "poststop" ? poststop : main).push_back(&t);
   }
@@ -192,7 +195,7 @@ void AllocRunner::run() {
   auto phase = [&](const std::vector<const JsonValue*>& tasks, bool waitAll) {
     std::vector<TaskRunner*> waitFor;
     for (const JsonValue* t : tasks) {
-      auto r = makeRunner(*t, sidecar(*t) ? "service" : jobType);
+      auto r = makeRunner(*doc, *t, sidecar(*t) ? "service" : jobType);
       TaskRunner* raw = r.get();
       {
         std::lock_guard l(mu_);

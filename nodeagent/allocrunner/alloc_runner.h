@@ -56,8 +56,9 @@ class AllocRunner {
  private:
   void run();
   void report();
-  std::unique_ptr<TaskRunner> makeRunner(const kube::JsonValue& task, const std::string& jobType);
-  kube::Status prepareDirs();
+  std::unique_ptr<TaskRunner> makeRunner(const kube::Json& alloc, const kube::JsonValue& task,
+                                         const std::string& jobType);
+  kube::Status prepareDirs(const kube::Json& alloc);
 
   const AllocContext& ctx_;
   const std::string uid_;

@@ -1,6 +1,7 @@
 #include "nodeagent/taskrunner/task_runner.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
+#include "nodeagent/taskrunner/template.h"
 
 namespace nodeagent {
 
@@ -73,6 +75,12 @@ StatusOr<int64_t> quantityMilli(const JsonValue& task, const char* kind, const c
     return Status::invalid(std::string("resources.") + kind + "." + res + ": invalid quantity \"" +
                            text + "\": " + parsed.status().message());
   }
+  // Schema-valid is not enough: the pattern admits signs and exponents.
+  std::string field = std::string("resources.") + kind + "." + res + ": Invalid value: \"" + text + "\": ";
+  if (parsed->sign() < 0) return Status::invalid(field + "must be greater than or equal to 0");
+  // Past ~9.2e15 units the milli-value saturates int64: no machine has that much of anything.
+  constexpr int64_t kMaxMilli = int64_t{1} << 62;
+  if (parsed->milliValue() >= kMaxMilli) return Status::invalid(field + "is larger than any worker could provide");
   return parsed->milliValue();
 }
 
@@ -292,6 +300,39 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
     }
   }
   for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
+  // Templates are rendered before every start, from the same variables the task sees, and are
+  // owned by the task's user.
+  if (const JsonValue* ts = kube::find(task, {"templates"}); ts != nullptr && ts->IsArray() && !ts->Empty()) {
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+    if (!l.user.empty()) {
+      passwd pw{};
+      passwd* found = nullptr;
+      std::vector<char> buf(16384);
+      bool numeric = l.user.find_first_not_of("0123456789") == std::string::npos;
+      if (numeric) {
+        uid = static_cast<uid_t>(std::stoul(l.user.substr(0, 9)));
+        gid = uid;
+        if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) gid = pw.pw_gid;
+      } else if (getpwnam_r(l.user.c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+        uid = pw.pw_uid;
+        gid = pw.pw_gid;
+      } else {
+        return Status::invalid("user: unknown user \"" + l.user + "\"");
+      }
+    }
+    for (const auto& t : ts->GetArray()) {
+      std::string dest = kube::getString(t, {"destination"});
+      auto fail = [&](const Status& st) { return Status::invalid("templates[" + dest + "]: " + st.message()); };
+      auto mode = parseFileMode(kube::getString(t, {"perms"}, "0644"));
+      if (!mode) return fail(mode.status());
+      auto text = renderMustache(kube::getString(t, {"data"}), env);
+      if (!text) return fail(text.status());
+      if (auto st = writeTaskFile(config_.taskDir, config_.allocDir, dest, *text, *mode, uid, gid); !st) {
+        return fail(st);
+      }
+    }
+  }
   for (auto [field, slot] : {std::pair{"readinessProbe", &readinessSpec_}, std::pair{"livenessProbe", &livenessSpec_},
                              std::pair{"startupProbe", &startupSpec_}}) {
     slot->reset();
@@ -311,6 +352,19 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
   if (!cpuReq) return cpuReq.status();
   if (!cpuLim) return cpuLim.status();
   if (!memLim) return memLim.status();
+  auto memReq = quantityMilli(task, "requests", "memory");
+  if (!memReq) return memReq.status();
+  // As Kubernetes validates a container: a request may not exceed its limit.
+  if (*cpuLim > 0 && *cpuReq > *cpuLim) {
+    return Status::invalid("resources.requests.cpu: Invalid value: must be less than or equal to cpu limit");
+  }
+  if (*memLim > 0 && *memReq > *memLim) {
+    return Status::invalid("resources.requests.memory: Invalid value: must be less than or equal to memory limit");
+  }
+  // Below a page the kernel cannot account, and the task would be OOM-killed before its execve.
+  if (*memLim > 0 && *memLim / 1000 < 1024 * 1024) {
+    return Status::invalid("resources.limits.memory: Invalid value: must be at least 1Mi");
+  }
   if (*cpuReq > 0) l.limits.cpuShares = std::max<int64_t>(2, *cpuReq * 1024 / 1000);
   if (*cpuLim > 0) l.limits.cpuQuotaMicros = std::max<int64_t>(1000, *cpuLim * 100);  // per 100 ms
   if (*memLim > 0) l.limits.memoryBytes = *memLim / 1000;
