@@ -5,9 +5,12 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/statvfs.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -269,8 +272,15 @@ void Agent::sync(const std::string& key) {
     }
   }
   if (old) {
+    std::string oldUid = old->uid();
+    {
+      std::lock_guard l(mu_);
+      stoppingUids_.insert(oldUid);
+    }
     old->stop();
     status_.forget(key);
+    std::lock_guard l(mu_);
+    stoppingUids_.erase(oldUid);
   }
   if (!obj) return;
   // Terminal allocations are history: never run them again (e.g. after an agent restart).
@@ -312,6 +322,48 @@ void Agent::reapOrphans() {
       (void)d->stop(h, SIGKILL, 0);
       (void)d->destroy(h);
     }
+  }
+}
+
+void Agent::collectGarbage() {
+  std::set<std::string> active, inApi;
+  {
+    std::lock_guard l(mu_);
+    for (const auto& [key, r] : runners_) {
+      if (!r->finished()) active.insert(r->uid());
+    }
+    active.insert(stoppingUids_.begin(), stoppingUids_.end());
+  }
+  for (const auto& obj : informer_->list()) {
+    inApi.insert(kube::uid(*obj));
+    // Not terminal in the API: a runner may not exist yet (just after a restart), but the tasks
+    // may be running: never collect those.
+    std::string phase = kube::getString(*obj, {"status", "phase"});
+    if (phase != "Succeeded" && phase != "Failed" && phase != "Lost") active.insert(kube::uid(*obj));
+  }
+  std::error_code ec;
+  std::vector<AllocDirInfo> dirs;
+  const std::filesystem::path allocs = options_.dataDir + "/allocs";
+  for (const auto& e : std::filesystem::directory_iterator(allocs, ec)) {
+    std::string uid = e.path().filename().string();
+    struct stat st {};
+    // The state directory changes with every task state write: its mtime is when the allocation
+    // last did anything (for a finished one, when it finished).
+    std::string state = options_.dataDir + "/state/" + uid;
+    if (::stat(state.c_str(), &st) != 0 && ::stat(e.path().c_str(), &st) != 0) continue;
+    dirs.push_back({uid, active.count(uid) > 0, inApi.count(uid) > 0, static_cast<int64_t>(st.st_mtime)});
+  }
+  for (const auto& uid : gcPlan(std::move(dirs), options_.gc, static_cast<int64_t>(::time(nullptr)))) {
+    // remove_all removes symlinks a task left, never what they point to.
+    std::filesystem::remove_all(allocs / uid, ec);
+    if (ec) log("gc: " + (allocs / uid).string() + ": " + ec.message());
+    std::filesystem::remove_all(options_.dataDir + "/state/" + uid, ec);
+    for (const char* d : {"/driver/exec", "/driver/raw"}) {
+      for (const auto& f : std::filesystem::directory_iterator(options_.dataDir + d, ec)) {
+        if (f.path().filename().string().rfind(uid + ".", 0) == 0) std::filesystem::remove(f.path(), ec);
+      }
+    }
+    log("gc: removed the directories of finished allocation " + uid);
   }
 }
 
@@ -373,6 +425,7 @@ Status Agent::run(const std::atomic<bool>& stop) {
   informer_->start();
   std::thread syncer([this] { syncLoop(); });
   bool reaped = false;
+  auto nextGc = std::chrono::steady_clock::now();
   auto nextStatus = std::chrono::steady_clock::now() + std::chrono::seconds(options_.workerStatusSeconds);
   while (!stop) {
     Status ls = renewLease();
@@ -380,6 +433,10 @@ Status Agent::run(const std::atomic<bool>& stop) {
     if (!reaped && informer_->hasSynced()) {
       reapOrphans();
       reaped = true;
+    }
+    if (reaped && std::chrono::steady_clock::now() >= nextGc) {
+      collectGarbage();
+      nextGc = std::chrono::steady_clock::now() + std::chrono::seconds(options_.gc.intervalSeconds);
     }
     if (std::chrono::steady_clock::now() >= nextStatus) {
       Status ws = updateWorkerStatus();

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +19,7 @@
 #include "kube/rest_client.h"
 #include "kube/workqueue.h"
 #include "nodeagent/allocrunner/alloc_runner.h"
+#include "nodeagent/gc.h"
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
 #include "nodeagent/status_writer.h"
@@ -36,6 +38,7 @@ struct AgentOptions {
   // Log "watch-to-exec" latency per task start (for bench/agent_bench.sh).
   bool traceStarts = false;
   GpuDetectorOptions gpu;  // where to look for GPUs (tests point it at fake nodes and nvidia-smi)
+  GcOptions gc;            // finished allocations' directories
 };
 
 class Agent {
@@ -53,6 +56,8 @@ class Agent {
   void syncLoop();
   void sync(const std::string& key);
   void reapOrphans();
+  // Removes finished allocations' directories and records within GcOptions (see gc.h).
+  void collectGarbage();
 
   const AgentOptions options_;
   kube::RestClientPtr client_;
@@ -65,6 +70,7 @@ class Agent {
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<AllocRunner>> runners_;  // by namespace/name, guarded by mu_
   std::map<std::string, std::chrono::steady_clock::time_point> firstSeen_;  // guarded by mu_
+  std::set<std::string> stoppingUids_;  // runners taken out of runners_ and stopping, guarded by mu_
   GpuInventory gpus_;  // detected at start-up; constant afterwards
 };
 

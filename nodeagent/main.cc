@@ -36,6 +36,12 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", o.heartbeatMillis, "Lease renewal period")->capture_default_str()->check(CLI::Range(100, 60000));
   app.add_option("--nvidia-smi", o.gpu.nvidiaSmi, "nvidia-smi to query NVIDIA GPUs with")->capture_default_str();
   app.add_option("--gpu-dev-root", o.gpu.devRoot, "Where GPU device nodes live")->capture_default_str();
+  app.add_option("--gc-max-allocs", o.gc.maxAllocs, "Finished allocations' directories kept (newest first)")
+      ->capture_default_str()->check(CLI::Range(0, 100000));
+  app.add_option("--gc-retention-seconds", o.gc.retentionSeconds, "How long a finished allocation's directory is kept")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{10} * 365 * 86400));
+  app.add_option("--gc-interval-seconds", o.gc.intervalSeconds, "How often finished allocations are collected")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_flag("--trace-starts", o.traceStarts, "Log the watch-to-exec latency of every task start");
   app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
   try {
