@@ -59,7 +59,10 @@ void AllocRunner::detach() {
   if (thread_.joinable()) thread_.join();
 }
 
-void AllocRunner::start() { thread_ = std::thread([this] { run(); }); }
+void AllocRunner::start() { thread_ = std::thread([this] {
+    excludeStackFromForks();
+    run();
+  }); }
 
 void AllocRunner::update(kube::JsonPtr alloc) {
   bool stopWanted = kube::getString(*alloc, {"spec", "desiredState"}, "run") == "stop" ||

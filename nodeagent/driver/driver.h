@@ -85,4 +85,10 @@ class Driver {
 };
 using DriverPtr = std::unique_ptr<Driver>;
 
+// Marks the calling thread's stack MADV_DONTFORK, so that starting a task does not copy it: the
+// agent runs a thread or two per task, and a clone() of a process with hundreds of thread stacks
+// spends milliseconds duplicating their mappings. Call first thing in long-lived per-task threads.
+// The driver re-includes the starting thread's own stack for the duration of its clone.
+void excludeStackFromForks();
+
 }  // namespace nodeagent

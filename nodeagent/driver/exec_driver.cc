@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -301,6 +302,29 @@ void ExecDriver::buildRoot(StartContext& ctx, const TaskLaunch& launch, const st
   for (const auto& p : options_.readOnlyPaths) ctx.op(MountOpKind::kReadOnlyPath, "", root + p);
 }
 
+namespace {
+
+struct StackRange {
+  void* addr = nullptr;
+  size_t size = 0;
+};
+thread_local StackRange tExcludedStack;
+
+// While a start() clones, the calling thread's stack must be copied (the init reads its InitSpec
+// from there, and clone3 runs the child on a copy of it).
+struct StackForkGuard {
+  StackForkGuard() {
+    if (tExcludedStack.addr != nullptr) madvise(tExcludedStack.addr, tExcludedStack.size, MADV_DOFORK);
+  }
+  ~StackForkGuard() {
+    if (tExcludedStack.addr != nullptr) madvise(tExcludedStack.addr, tExcludedStack.size, MADV_DONTFORK);
+  }
+  StackForkGuard(const StackForkGuard&) = delete;
+  StackForkGuard& operator=(const StackForkGuard&) = delete;
+};
+
+}  // namespace
+
 StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   using TraceClock = std::chrono::steady_clock;
   const TraceClock::time_point t0 = TraceClock::now();
@@ -489,6 +513,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   // one lock, and the parent's copies of the child's ends are closed before the lock is released.
   static std::mutex cloneMu;
   std::unique_lock cloneLock(cloneMu);
+  StackForkGuard stackGuard;
   int syncPipe[2], errPipe[2];
   if (pipe2(syncPipe, O_CLOEXEC) < 0) return Status::internal("pipe2: " + errnoText(errno));
   Fd syncRead(syncPipe[0]), syncWrite(syncPipe[1]);
@@ -826,6 +851,17 @@ DriverPtr newExecDriver(ExecDriverOptions options) {
 DriverPtr newRawExecDriver(ExecDriverOptions options) {
   options.isolate = false;
   return std::make_unique<ExecDriver>(std::move(options));
+}
+
+void excludeStackFromForks() {
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+  void* addr = nullptr;
+  size_t size = 0;
+  if (pthread_attr_getstack(&attr, &addr, &size) == 0 && madvise(addr, size, MADV_DONTFORK) == 0) {
+    tExcludedStack = {addr, size};
+  }
+  pthread_attr_destroy(&attr);
 }
 
 }  // namespace nodeagent

@@ -711,7 +711,9 @@ ProbeResult execProbe(const ProbeSpec& spec, pid_t initPid, int cancelFd) {
   plan.outFd = outWrite.get();
   plan.ctlFd = ctlWrite.get();
 
-  pid_t child = fork();
+  // _Fork, not fork: fork()'s child walks every thread's descriptor, which lives in thread stacks
+  // the agent marks MADV_DONTFORK (see excludeStackFromForks), and runs atfork handlers.
+  pid_t child = _Fork();
   if (child < 0) return {false, errnoText("exec probe: fork", errno)};
   if (child == 0) {
     if (plan.isolate) enterTask(plan);

@@ -130,7 +130,10 @@ TaskRunner::~TaskRunner() {
   if (thread_.joinable()) stop();
 }
 
-void TaskRunner::start() { thread_ = std::thread([this] { run(); }); }
+void TaskRunner::start() { thread_ = std::thread([this] {
+    excludeStackFromForks();
+    run();
+  }); }
 
 void TaskRunner::requestStop() {
   {
