@@ -252,7 +252,8 @@ const std::unordered_map<uint32_t, int>& ClusterState::Impl::spreadCounts(const 
 
 ClusterState::ClusterState() : impl_(new Impl) {}
 ClusterState::~ClusterState() { delete impl_; }
-ClusterState::ClusterState(ClusterState&& o) noexcept : impl_(o.impl_) { o.impl_ = new Impl; }
+// A moved-from state may only be destroyed or assigned to.
+ClusterState::ClusterState(ClusterState&& o) noexcept : impl_(o.impl_) { o.impl_ = nullptr; }
 ClusterState& ClusterState::operator=(ClusterState&& o) noexcept {
   std::swap(impl_, o.impl_);
   return *this;

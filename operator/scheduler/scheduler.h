@@ -156,7 +156,7 @@ class ClusterState {
   struct Impl;
   ClusterState();
   ~ClusterState();
-  ClusterState(ClusterState&&) noexcept;
+  ClusterState(ClusterState&&) noexcept;  // the moved-from state may only be destroyed or assigned to
   ClusterState& operator=(ClusterState&&) noexcept;
   Impl& impl() { return *impl_; }
   const Impl& impl() const { return *impl_; }
