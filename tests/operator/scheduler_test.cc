@@ -34,6 +34,7 @@ WorkerInfo makeWorker(const std::string& name, int64_t cpu = 4000, int64_t memor
 // A fake GPU inventory: `count` GPUs of one vendor and model.
 std::vector<Gpu> fakeGpus(int count, const std::string& vendor, const std::string& model, int64_t memory) {
   std::vector<Gpu> gpus;
+  gpus.reserve(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
     gpus.push_back({vendor, i, "GPU-fake-" + model + "-" + std::to_string(i), model, memory});
   }
@@ -578,8 +579,9 @@ TEST_CASE("scheduler: the default limit fills a big cluster to the last slot") {
         "0/1000 workers are available: 1000 insufficient cpu.");
 }
 
-// 10,000 random requests and removals against a small cluster: whatever happens, no worker holds
-// more cpu, memory, GPUs or ports than it has.
+// 10,000 random requests, with removals, label changes and preemptions in between, against a
+// small cluster: after every 100 requests the allocations themselves are audited. No worker ever
+// holds more cpu, memory, GPUs or ports than it has, and every placement honours its GPU model.
 TEST_CASE("scheduler: random requests never over-commit a worker") {
   std::mt19937_64 rng(42);
   ClusterState state;
@@ -597,23 +599,50 @@ TEST_CASE("scheduler: random requests never over-commit a worker") {
   o.dynamicPortMax = 30019;  // a small range, to make conflicts likely
   Scheduler s(state, o);
   std::vector<std::string> live;
-  int placements = 0, preemptions = 0;
+  int placements = 0, preemptions = 0, failures = 0;
+
+  auto audit = [&] {
+    std::map<std::string, int64_t> cpu, memory;
+    std::map<std::string, std::set<int>> gpus, ports;
+    for (const auto& uid : live) {
+      const AllocInfo* a = state.alloc(uid);
+      REQUIRE(a != nullptr);
+      cpu[a->worker] += a->cpuMilli;
+      memory[a->worker] += a->memoryBytes;
+      for (const auto& g : a->gpus) CHECK(gpus[a->worker].insert(g.index).second);
+      for (const auto& p : a->ports) CHECK(ports[a->worker].insert(p.value).second);
+    }
+    CHECK(state.allocCount() == live.size());
+    for (const auto& w : workers) {
+      CHECK(cpu[w.name] <= w.cpuMilli);
+      CHECK(memory[w.name] <= w.memoryBytes);
+      CHECK(gpus[w.name].size() <= w.gpus.size());
+    }
+  };
+
   for (int i = 0; i < 10000; ++i) {
-    if (!live.empty() && rng() % 3 == 0) {
+    while (!live.empty() && rng() % 3 == 0) {
       size_t k = rng() % live.size();
       state.removeAlloc(live[k]);
       live[k] = live.back();
       live.pop_back();
-      continue;
+    }
+    if (rng() % 500 == 0) {  // a worker moves zone or flips readiness: indexes must follow
+      WorkerInfo& w = workers[static_cast<size_t>(rng() % workers.size())];
+      w.labels["zone"] = std::string(1, static_cast<char>('a' + rng() % 3));
+      if (rng() % 4 == 0) w.ready = !w.ready;
+      state.upsertWorker(w);
     }
     PlacementRequest r = request(static_cast<int64_t>(50 + rng() % 800), static_cast<int64_t>(64 + rng() % 1024) << 20);
     r.jobKey = "default/job" + std::to_string(rng() % 10);
     r.group = "g" + std::to_string(rng() % 2);
     r.priority = static_cast<int>(rng() % 100);
+    bool wantsA100 = false;
     if (rng() % 5 == 0) {
       r.gpus.count = 1 + static_cast<int>(rng() % 2);
       r.gpus.vendor = "nvidia";
-      if (rng() % 2 == 0) r.gpus.models = {"A100"};
+      wantsA100 = rng() % 2 == 0;
+      if (wantsA100) r.gpus.models = {"A100"};
     }
     if (rng() % 3 == 0) r.ports.push_back({"dyn", 0});
     if (rng() % 10 == 0) r.ports.push_back({"static", 30000 + static_cast<int>(rng() % 5)});
@@ -624,34 +653,24 @@ TEST_CASE("scheduler: random requests never over-commit a worker") {
     auto result = s.place(r, uid);
     if (const auto* p = std::get_if<Placement>(&result)) {
       ++placements;
+      CHECK(state.worker(p->worker)->ready);
+      CHECK(static_cast<int>(p->gpus.size()) == r.gpus.count);
+      for (const auto& g : p->gpus) {
+        if (wantsA100) CHECK(g.model == "A100");
+      }
       for (const auto& victim : p->preempted) {
         ++preemptions;
         std::erase(live, victim);
       }
       live.push_back(uid);
+    } else {
+      ++failures;
     }
-    if (i % 2000 == 1999) state.upsertWorker(workers[static_cast<size_t>(rng() % workers.size())]);  // no-op refresh
+    if (i % 100 == 99) audit();
   }
-  // Audit from the allocations themselves.
-  std::map<std::string, int64_t> cpu, memory;
-  std::map<std::string, std::set<std::pair<std::string, int>>> gpus;
-  std::map<std::string, std::set<int>> ports;
-  for (const auto& uid : live) {
-    const AllocInfo* a = state.alloc(uid);
-    REQUIRE(a != nullptr);
-    cpu[a->worker] += a->cpuMilli;
-    memory[a->worker] += a->memoryBytes;
-    for (const auto& g : a->gpus) CHECK(gpus[a->worker].insert({g.vendor, g.index}).second);
-    for (const auto& p : a->ports) CHECK(ports[a->worker].insert(p.value).second);
-  }
-  CHECK(state.allocCount() == live.size());
-  for (const auto& w : workers) {
-    CHECK(cpu[w.name] <= w.cpuMilli);
-    CHECK(memory[w.name] <= w.memoryBytes);
-    CHECK(gpus[w.name].size() <= w.gpus.size());
-    if (!w.ready) CHECK(cpu[w.name] == 0);
-  }
-  CHECK(placements > 1000);
+  audit();
+  CHECK(placements > 3000);
+  CHECK(failures > 100);  // the cluster was really under pressure
   CHECK(preemptions > 0);
 }
 
