@@ -127,7 +127,9 @@ struct Placement {
   std::vector<Gpu> gpus;                  // the GPUs chosen
   std::vector<PortAssignment> ports;      // one per requested port
   double score = 0;
-  std::vector<std::string> preempted;     // uids of allocations to evict (empty without preemption)
+  // uids of allocations to evict (empty without preemption); already removed from the state, so
+  // the caller must delete them (or re-add them to the state if it gives up on this placement)
+  std::vector<std::string> preempted;
 };
 
 // Why nothing fit: counts per reason, as kube-scheduler's FailedScheduling reports them.
