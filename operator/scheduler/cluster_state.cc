@@ -42,6 +42,12 @@ ClusterState::Impl::Impl() {
   keyGpuMemory = keys.intern(std::string(kAttrGpuMemory));
 }
 
+void ClusterState::Impl::reserve(size_t workerCount, size_t allocCount) {
+  workers.reserve(workerCount);
+  workerByName.reserve(workerCount);
+  allocByUid.reserve(allocCount);
+}
+
 uint32_t ClusterState::Impl::internValue(const std::string& v) {
   uint32_t id = values.intern(v);
   if (id == valueNumber.size()) {
@@ -259,6 +265,7 @@ ClusterState& ClusterState::operator=(ClusterState&& o) noexcept {
   return *this;
 }
 
+void ClusterState::reserve(size_t workers, size_t allocs) { impl_->reserve(workers, allocs); }
 void ClusterState::upsertWorker(WorkerInfo w) { impl_->upsertWorker(std::move(w)); }
 void ClusterState::removeWorker(const std::string& name) { impl_->removeWorker(name); }
 void ClusterState::addAlloc(AllocInfo a) { impl_->addAlloc(std::move(a)); }

@@ -95,7 +95,7 @@ struct ClusterState::Impl {
   // Bumped whenever the set of known workers or their GPUs change: schedulers rebuild their order.
   uint64_t generation = 1;
 
-  std::vector<AllocSlot> allocs;
+  std::deque<AllocSlot> allocs;  // a deque: growing never moves every allocation (a latency spike)
   std::vector<uint32_t> freeAllocSlots;
   std::unordered_map<std::string, uint32_t> allocByUid;
   size_t liveAllocs = 0;
@@ -112,6 +112,7 @@ struct ClusterState::Impl {
   uint32_t keyWorker, keyGpuMemory;
 
   Impl();
+  void reserve(size_t workerCount, size_t allocCount);
   uint32_t internValue(const std::string& v);
   uint32_t slotFor(const std::string& worker);  // creates an unknown slot if needed
   void upsertWorker(WorkerInfo w);

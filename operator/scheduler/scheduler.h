@@ -145,6 +145,9 @@ using PlacementResult = std::variant<Placement, PlacementFailure>;
 // A snapshot of the cluster that placements are recorded into.
 class ClusterState {
  public:
+  // Optional: room for this many workers and allocations, so that filling the state (and the
+  // placements after) never stops to rehash its indexes.
+  void reserve(size_t workers, size_t allocs);
   void upsertWorker(WorkerInfo w);
   void removeWorker(const std::string& name);
   void addAlloc(AllocInfo a);             // replaces one with the same uid
