@@ -66,7 +66,7 @@ std::string loadAverage() {
 ClusterState makeCluster(const Options& o) {
   ClusterState state;
   // As the job controller would: room for what it is about to add (the fill scenario adds most).
-  state.reserve(static_cast<size_t>(o.workers), static_cast<size_t>(o.prefill + o.workers * 16));
+  state.reserve(static_cast<size_t>(o.workers), static_cast<size_t>(o.prefill) + static_cast<size_t>(o.workers) * 16);
   for (int i = 0; i < o.workers; ++i) {
     scheduler::WorkerInfo w;
     w.name = "worker-" + std::to_string(i);
