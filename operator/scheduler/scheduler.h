@@ -116,6 +116,10 @@ struct PlacementRequest {
   bool spreadAlgorithm = false;           // rank least-loaded first instead of bin-packing
   std::vector<std::string> penaltyWorkers;  // where the previous attempt failed: ranked last
   bool allowPreemption = true;
+  // The group's desired count: the total that spread targets' percentages apply to, and the
+  // denominator of the job anti-affinity penalty (as Nomad's tg.Count). 0: the allocations the
+  // group already has, plus this one.
+  int groupCount = 0;
 };
 
 struct Placement {
@@ -123,7 +127,9 @@ struct Placement {
   std::vector<Gpu> gpus;                  // the GPUs chosen
   std::vector<PortAssignment> ports;      // one per requested port
   double score = 0;
-  std::vector<std::string> preempted;     // uids of allocations to evict (empty without preemption)
+  // uids of allocations to evict (empty without preemption); already removed from the state, so
+  // the caller must delete them (or re-add them to the state if it gives up on this placement)
+  std::vector<std::string> preempted;
 };
 
 // Why nothing fit: counts per reason, as kube-scheduler's FailedScheduling reports them.
@@ -139,18 +145,23 @@ using PlacementResult = std::variant<Placement, PlacementFailure>;
 // A snapshot of the cluster that placements are recorded into.
 class ClusterState {
  public:
+  // Optional: room for this many workers and allocations, so that filling the state (and the
+  // placements after) never stops to rehash its indexes.
+  void reserve(size_t workers, size_t allocs);
   void upsertWorker(WorkerInfo w);
   void removeWorker(const std::string& name);
   void addAlloc(AllocInfo a);             // replaces one with the same uid
   void removeAlloc(const std::string& uid);
   const WorkerInfo* worker(const std::string& name) const;
   size_t workerCount() const;
+  const AllocInfo* alloc(const std::string& uid) const;  // nullptr: not held
+  size_t allocCount() const;
   // Implementation-defined indexes (free resources per worker, ports in use, allocations per
   // job/group per worker, per label value counts) live behind this.
   struct Impl;
   ClusterState();
   ~ClusterState();
-  ClusterState(ClusterState&&) noexcept;
+  ClusterState(ClusterState&&) noexcept;  // the moved-from state may only be destroyed or assigned to
   ClusterState& operator=(ClusterState&&) noexcept;
   Impl& impl() { return *impl_; }
   const Impl& impl() const { return *impl_; }
@@ -160,9 +171,13 @@ class ClusterState {
 };
 
 struct SchedulerOptions {
+  static constexpr int kNomadLimit = -1;
   // Nomad scores only a limited number of feasible workers (its "limit iterator"); 0 = score every
   // feasible worker. With a limit, a placement costs O(workers visited) rather than O(all workers).
-  int scoreLimit = 0;
+  // kNomadLimit (the default): max(2, ceil(log2(workers))), and spreadScoreLimit for requests
+  // with spreads or affinities, whose scores differ between workers beyond fit.
+  int scoreLimit = kNomadLimit;
+  int spreadScoreLimit = 256;             // with kNomadLimit; 0 = every feasible worker
   int dynamicPortMin = 20000;
   int dynamicPortMax = 32000;
   uint64_t seed = 1;                      // for the shuffled worker order, deterministic in tests
@@ -179,8 +194,19 @@ class Scheduler {
   std::optional<std::string> infeasibleReason(const PlacementRequest& req, const std::string& worker) const;
 
  private:
+  // The shuffled visiting order (Nomad shuffles nodes once per evaluation) and where the last
+  // placement stopped: the next one goes on from there, so one evaluation's placements look at
+  // different workers. Rebuilt when the state's set of workers changes.
+  void refreshOrder();
+
   ClusterState& state_;
   SchedulerOptions options_;
+  uint64_t orderGeneration_ = 0;
+  std::vector<uint32_t> order_;     // every known worker
+  std::vector<uint32_t> gpuOrder_;  // the workers with GPUs, for GPU requests
+  size_t cursor_ = 0;
+  size_t gpuCursor_ = 0;
+  uint64_t rng_ = 0;
 };
 
 }  // namespace scheduler
