@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <libcgroup.h>
 #include <linux/magic.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -45,7 +47,81 @@ using CgroupPtr = std::unique_ptr<cgroup, CgroupFree>;
 
 void sleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+// cgroup v2 has no devices.allow: the allow-list is a BPF_PROG_TYPE_CGROUP_DEVICE program attached
+// to the task's cgroup. It compares (type, major, minor) against each rule and returns 1 (allow)
+// or 0 (deny, EPERM), as runc's devicefilter does.
+std::vector<bpf_insn> deviceFilterProgram(const std::vector<DeviceRule>& rules) {
+  auto ins = [](uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+    bpf_insn i{};
+    i.code = code;
+    i.dst_reg = dst & 0xf;
+    i.src_reg = src & 0xf;
+    i.off = off;
+    i.imm = imm;
+    return i;
+  };
+  std::vector<bpf_insn> p;
+  // r2 = ctx->access_type & 0xffff (the device type); r4 = ctx->major; r5 = ctx->minor
+  p.push_back(ins(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_2, BPF_REG_1, 0, 0));
+  p.push_back(ins(BPF_ALU | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff));
+  p.push_back(ins(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_4, BPF_REG_1, 4, 0));
+  p.push_back(ins(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_5, BPF_REG_1, 8, 0));
+  for (const auto& r : rules) {
+    const int type = r.type == 'b' ? BPF_DEVCG_DEV_BLOCK : BPF_DEVCG_DEV_CHAR;
+    const bool anyMinor = r.minor < 0;
+    // Jumps skip the rest of this rule: the compares after them plus "r0 = 1; exit".
+    const int16_t tail = anyMinor ? 2 : 3;
+    p.push_back(ins(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, static_cast<int16_t>(tail + 1), type));
+    p.push_back(ins(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_4, 0, tail, static_cast<int32_t>(r.major)));
+    if (!anyMinor) p.push_back(ins(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_5, 0, 2, static_cast<int32_t>(r.minor)));
+    p.push_back(ins(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1));
+    p.push_back(ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  }
+  p.push_back(ins(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0));
+  p.push_back(ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  return p;
+}
+
+Status attachDeviceFilterImpl(const std::string& cgroupDir, const std::vector<DeviceRule>& rules) {
+  std::vector<bpf_insn> prog = deviceFilterProgram(rules);
+  static const char kLicense[] = "Apache-2.0";
+  char verifierLog[4096] = {};
+  bpf_attr load{};
+  load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+  load.insns = reinterpret_cast<uint64_t>(prog.data());
+  load.insn_cnt = static_cast<uint32_t>(prog.size());
+  load.license = reinterpret_cast<uint64_t>(kLicense);
+  load.log_buf = reinterpret_cast<uint64_t>(verifierLog);
+  load.log_size = sizeof verifierLog;
+  load.log_level = 1;
+  int progFd = static_cast<int>(syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load));
+  if (progFd < 0) {
+    return Status::internal(std::string("load the cgroup v2 device filter (BPF): ") + std::strerror(errno) +
+                            (verifierLog[0] != 0 ? std::string(": ") + verifierLog : ""));
+  }
+  int dirFd = open(cgroupDir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dirFd < 0) {
+    int err = errno;
+    close(progFd);
+    return Status::internal("open " + cgroupDir + ": " + std::strerror(err));
+  }
+  bpf_attr attach{};
+  attach.target_fd = static_cast<uint32_t>(dirFd);
+  attach.attach_bpf_fd = static_cast<uint32_t>(progFd);
+  attach.attach_type = BPF_CGROUP_DEVICE;
+  long rc = syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
+  int err = errno;
+  close(dirFd);
+  close(progFd);  // the attachment keeps the program
+  if (rc < 0) return Status::internal("attach the device filter to " + cgroupDir + ": " + std::strerror(err));
+  return Status::ok();
+}
+
 }  // namespace
+
+Status attachDeviceFilter(const std::string& cgroupDir, const std::vector<DeviceRule>& rules) {
+  return attachDeviceFilterImpl(cgroupDir, rules);
+}
 
 Status writeFile(const std::string& path, const std::string& value) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -123,6 +199,7 @@ CgroupManager::CgroupManager(CgroupMode mode, std::string root) : mode_(mode), r
   if (mode_ == CgroupMode::kV2) {
     controllers_ = {"cpu", "memory", "pids"};
     memsw_ = true;  // memory.swap.max: written only where the file exists (see createV2)
+    deviceFilter_ = detectCgroupMode(root_) == CgroupMode::kV2;
     return;
   }
   std::lock_guard lock(mu_);
@@ -149,7 +226,7 @@ std::string CgroupManager::dir(const std::string& controller, const std::string&
 
 Status CgroupManager::create(const std::string& path, const CgroupLimits& limits,
                              const std::vector<DeviceRule>& devices) {
-  return mode_ == CgroupMode::kV1 ? createV1(path, limits, devices) : createV2(path, limits);
+  return mode_ == CgroupMode::kV1 ? createV1(path, limits, devices) : createV2(path, limits, devices);
 }
 
 Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limits,
@@ -226,7 +303,8 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
   return Status::ok();
 }
 
-Status CgroupManager::createV2(const std::string& path, const CgroupLimits& limits) {
+Status CgroupManager::createV2(const std::string& path, const CgroupLimits& limits,
+                               const std::vector<DeviceRule>& devices) {
   // Controllers must be enabled in every ancestor's subtree_control ("no internal processes":
   // the parent itself never holds tasks).
   std::string enable = "+cpu +memory +pids";
@@ -251,7 +329,11 @@ Status CgroupManager::createV2(const std::string& path, const CgroupLimits& limi
   for (const auto& s : cgroupSettings(CgroupMode::kV2, limits, swap)) {
     if (auto st = writeFile(leaf + "/" + s.file, s.value); !st) return st;
   }
-  return Status::ok();
+  // The device allow-list; a fake tree (tests of the file mapping) is no cgroup to attach to.
+  if (!deviceFilter_) return Status::ok();
+  std::vector<DeviceRule> rules = standardDeviceRules();
+  rules.insert(rules.end(), devices.begin(), devices.end());
+  return attachDeviceFilterImpl(leaf, rules);
 }
 
 Status CgroupManager::attach(const std::string& path, pid_t pid) {

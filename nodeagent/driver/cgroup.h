@@ -3,8 +3,8 @@
 // v2 (plain files under the unified mount; libcgroup 2.0.2's v2 support is too immature).
 //
 // v1 layout assumed: one hierarchy per controller (cpu and cpuacct may be separate or joined;
-// each is looked up through libcgroup). The device allow-list is enforced on v1 only: v2 needs a
-// BPF_CGROUP_DEVICE program, which is out of scope for now (see README.md).
+// each is looked up through libcgroup). The device allow-list is devices.deny/allow on v1 and a
+// BPF_PROG_TYPE_CGROUP_DEVICE program attached to the task's cgroup on v2.
 
 #include <sys/types.h>
 
@@ -43,6 +43,9 @@ struct DeviceRule {
 // null, zero, full, random, urandom, tty, ptmx and the pts range.
 std::vector<DeviceRule> standardDeviceRules();
 
+// cgroup v2: attaches a BPF device filter allowing exactly `rules` (rwm) to the cgroup directory.
+[[nodiscard]] kube::Status attachDeviceFilter(const std::string& cgroupDir, const std::vector<DeviceRule>& rules);
+
 class CgroupManager {
  public:
   // v1: `root` is ignored (libcgroup finds the mounts); v2: the unified mount (a fake tree in tests).
@@ -74,7 +77,8 @@ class CgroupManager {
  private:
   [[nodiscard]] kube::Status createV1(const std::string& path, const CgroupLimits& limits,
                                       const std::vector<DeviceRule>& devices);
-  [[nodiscard]] kube::Status createV2(const std::string& path, const CgroupLimits& limits);
+  [[nodiscard]] kube::Status createV2(const std::string& path, const CgroupLimits& limits,
+                                      const std::vector<DeviceRule>& devices);
   [[nodiscard]] kube::Status setFrozen(const std::string& path, bool frozen);
 
   CgroupMode mode_;
@@ -82,6 +86,7 @@ class CgroupManager {
   std::vector<std::string> controllers_;
   std::vector<std::pair<std::string, std::string>> mounts_;  // controller -> mount point (v1)
   bool memsw_ = false;
+  bool deviceFilter_ = true;  // v2: false on a fake tree (statfs says it is no cgroup2 mount)
   mutable std::mutex mu_;  // libcgroup keeps global state; serialize our calls into it
 };
 

@@ -28,7 +28,7 @@ TOKEN=$(cat "$WORK/data/admin.token")
 api() { curl -sk -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
 "$B/bin/foxden" token create --worker gpu-rig --kubeconfig "$WORK/data/kubeconfig" >"$WORK/worker.kubeconfig"
 "$B/bin/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name gpu-rig --data-dir "$WORK/agent" \
-  --heartbeat-ms 500 >"$OUT/agent.log" 2>&1 &
+  --heartbeat-ms 500 --enable-raw-exec >"$OUT/agent.log" 2>&1 &
 AGENT=$!
 trap 'kill $AGENT $SERVER 2>/dev/null; sleep 1; kill -9 $AGENT $SERVER 2>/dev/null; rm -f /usr/local/bin/foxden-cuda-smoke' EXIT
 
@@ -77,5 +77,22 @@ logs_of cuda-gpu0
 alloc cuda-nogpu '[]' 0
 wait_terminal cuda-nogpu
 logs_of cuda-nogpu
+# raw_exec sees the host's /dev: only the devices cgroup (v1 allow-list, v2 BPF filter) stands
+# between a task and a GPU it was not given.
+rawalloc() {  # rawalloc NAME GPUS_JSON GPU_COUNT
+  api -X POST https://127.0.0.1:$PORT/apis/foxden.io/v1alpha1/namespaces/default/allocations -d @- >/dev/null <<JSON
+{"apiVersion":"foxden.io/v1alpha1","kind":"Allocation",
+ "metadata":{"name":"$1","namespace":"default","labels":{"foxden.io/worker":"gpu-rig"}},
+ "spec":{"workerName":"gpu-rig","resources":{"gpus":$2},"restartPolicy":{"attempts":0,"mode":"Fail"},
+  "tasks":[{"name":"main","driver":"raw_exec","resources":{"limits":{"nvidia.com/gpu":"$3"}},"command":["/bin/sh","-c",
+   "head -c 0 /dev/nvidia0 && echo open /dev/nvidia0: allowed; head -c 0 /dev/nvidiactl && echo open /dev/nvidiactl: allowed; /usr/local/bin/foxden-cuda-smoke; exit 0"]}]}}
+JSON
+}
+rawalloc raw-gpu0 '[{"vendor":"nvidia","index":0}]' 1
+wait_terminal raw-gpu0
+logs_of raw-gpu0
+rawalloc raw-nogpu '[]' 0
+wait_terminal raw-nogpu
+logs_of raw-nogpu
 say "cgroup mode: $(stat -fc %T /sys/fs/cgroup)"
 cp -r "$WORK/agent/state" "$OUT/agent-state" 2>/dev/null || true
