@@ -73,6 +73,7 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
   ctx_.execDriver = exec_.get();
   ctx_.rawExecDriver = options_.enableRawExec ? rawExec_.get() : nullptr;
   ctx_.status = &status_;
+  enableStartTrace(options_.traceStarts);
   if (options_.traceStarts) {
     ctx_.onTaskStarted = [this](const std::string& key) {
       auto now = std::chrono::steady_clock::now();
@@ -257,6 +258,7 @@ Status Agent::renewLease() {
 }
 
 void Agent::sync(const std::string& key) {
+  traceStartPoint("sync");
   kube::JsonPtr obj = informer_->get(key);
   std::unique_ptr<AllocRunner> old;
   {

@@ -170,6 +170,7 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonVal
 void AllocRunner::run() {
   // One snapshot of the object for the whole run: update() replaces alloc_ whenever the agent's
   // own status write comes back through the watch, and the task pointers below point into it.
+  traceStartPoint("alloc_runner");
   kube::JsonPtr doc;
   {
     std::lock_guard l(mu_);
@@ -188,6 +189,7 @@ void AllocRunner::run() {
     finished_ = true;
     return;
   }
+  traceStartPoint("dirs_ready");
   std::string jobType = kube::getString(*doc, {"spec", "jobType"}, "batch");
   std::vector<const JsonValue*> prestart, main, poststop;
   for (const auto& t : kube::find(*doc, {"spec", "tasks"})->GetArray()) {

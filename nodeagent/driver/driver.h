@@ -91,4 +91,8 @@ using DriverPtr = std::unique_ptr<Driver>;
 // The driver re-includes the starting thread's own stack for the duration of its clone.
 void excludeStackFromForks();
 
+// --trace-starts: logs "trace: point=<what> at_us=<steady clock>" (a no-op unless enabled).
+void enableStartTrace(bool on);
+void traceStartPoint(const char* what);
+
 }  // namespace nodeagent

@@ -864,4 +864,17 @@ void excludeStackFromForks() {
   pthread_attr_destroy(&attr);
 }
 
+namespace {
+std::atomic<bool> gTraceStarts{false};
+}  // namespace
+
+void enableStartTrace(bool on) { gTraceStarts = on; }
+
+void traceStartPoint(const char* what) {
+  if (!gTraceStarts) return;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::cerr << "trace: point=" << what << " at_us=" << us << std::endl;
+}
+
 }  // namespace nodeagent

@@ -423,6 +423,7 @@ void TaskRunner::stopProbes() {
 }
 
 void TaskRunner::run() {
+  traceStartPoint("task_runner");
   const JsonValue& task = *config_.task;
   int killSignal = parseSignal(kube::getString(task, {"killSignal"}, "SIGTERM"));
   int killTimeoutMs = static_cast<int>(kube::getInt(task, {"killTimeoutSeconds"}).value_or(5)) * 1000;
@@ -442,6 +443,7 @@ void TaskRunner::run() {
     if (stopping_ || detaching_) break;
     if (!adopted) {
       auto launch = buildLaunch();
+      traceStartPoint("launch_built");
       StatusOr<TaskHandle> started = launch ? driver_.start(*launch) : StatusOr<TaskHandle>(launch.status());
       if (launch) {
         // The driver dup'd what it needs; our copies go.
