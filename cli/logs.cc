@@ -194,7 +194,7 @@ std::optional<Failure> fetch(const Endpoint& ep, const std::string& token, const
     int code = parser.get().result_int();
     std::string errBody;
     FrameReader frames(cursor);
-    std::vector<char> chunk(64 * 1024);
+    std::vector<char> chunk(size_t{64} * 1024);
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();

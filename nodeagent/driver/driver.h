@@ -55,7 +55,7 @@ struct TaskLaunch {
   // directory (stdout.N, stderr.N; nodeagent/logs/rotator.h) and stdoutFd/stderrFd are ignored.
   std::string logDir;
   uint32_t logMaxFiles = 10;
-  uint64_t logMaxFileSize = 10 * 1024 * 1024;
+  uint64_t logMaxFileSize = uint64_t{10} * 1024 * 1024;
 };
 
 struct TaskHandle {

@@ -70,7 +70,7 @@ struct InitSpec {
   // path, so it can die without the task losing output or seeing SIGPIPE.
   int logDirFd = -1;
   uint32_t logMaxFiles = 10;
-  uint64_t logMaxFileSize = 10 * 1024 * 1024;
+  uint64_t logMaxFileSize = uint64_t{10} * 1024 * 1024;
 
   const char* rootDir = nullptr;       // host path of the new root (exec)
   const MountOp* ops = nullptr;

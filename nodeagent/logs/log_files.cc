@@ -86,7 +86,7 @@ Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t line
   if (idx.empty()) return {};
   bool sawLastByte = false;  // the newest byte ends the last line; its '\n' does not start one
   uint64_t found = 0;
-  std::vector<char> buf(64 * 1024);
+  std::vector<char> buf(size_t{64} * 1024);
   for (auto it = idx.rbegin(); it != idx.rend(); ++it) {
     int fd = ::open((dir + "/" + base + "." + std::to_string(*it)).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) continue;

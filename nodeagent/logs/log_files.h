@@ -21,7 +21,7 @@ namespace nodeagent::logs {
 
 struct LogLimits {
   uint32_t maxFiles = 10;
-  uint64_t maxFileSize = 10 * 1024 * 1024;  // Nomad's defaults: 10 files of 10 MB
+  uint64_t maxFileSize = uint64_t{10} * 1024 * 1024;  // Nomad's defaults: 10 files of 10 MB
 };
 
 // The task spec's `logs: {maxFiles, maxFileSize}` (null or absent: defaults). maxFileSize is a

@@ -16,7 +16,7 @@ using kube::StatusOr;
 namespace {
 
 constexpr const char* kJson = "application/json";
-constexpr size_t kChunkBytes = 64 * 1024;
+constexpr size_t kChunkBytes = size_t{64} * 1024;
 const kube::ResourceRef kTokenReviews{"authentication.k8s.io", "v1", "tokenreviews", "", "", ""};
 
 std::string sha256(const std::string& s) {
@@ -202,7 +202,7 @@ StatusOr<std::unique_ptr<LogServer>> LogServer::start(LogServerOptions options) 
   ho.port = s->options_.port;
   ho.certFile = s->options_.certFile;
   ho.keyFile = s->options_.keyFile;
-  ho.maxBodyBytes = 64 * 1024;  // requests are GETs
+  ho.maxBodyBytes = size_t{64} * 1024;  // requests are GETs
   ho.maxConnections = 256;
   LogServer* self = s.get();
   auto http = kube::startHttpServer(ho, [self](const kube::ServerRequest& r, kube::ResponseWriter& w) {

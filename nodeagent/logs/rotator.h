@@ -44,7 +44,7 @@ class Rotator {
   int fd_ = -1;
   char base_[16] = {};
   uint32_t maxFiles_ = 10;
-  uint64_t maxFileSize_ = 10 * 1024 * 1024;
+  uint64_t maxFileSize_ = uint64_t{10} * 1024 * 1024;
   uint64_t index_ = 0;
   uint64_t size_ = 0;
 };
@@ -54,7 +54,7 @@ class Rotator {
 // anywhere, still rotate on line boundaries; flush() writes it when the pipe stays idle.
 class LogPipe {
  public:
-  static constexpr size_t kBufferSize = 64 * 1024;
+  static constexpr size_t kBufferSize = size_t{64} * 1024;
   static constexpr int kHoldMillis = 200;
 
   Rotator rotator;
