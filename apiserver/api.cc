@@ -445,6 +445,10 @@ void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
       return;
     }
   }
+  if (c.rt->kind == "TokenReview") {
+    serveTokenReview(c);
+    return;
+  }
   if (!c.rt->namespaced) c.ri.ns.clear();
   if (c.rt->namespaced && c.ri.ns.empty() && c.ri.verb != "list" && c.ri.verb != "watch") {
     c.fail(Status::notFound("the server could not find the requested resource"));
@@ -1358,6 +1362,79 @@ void Api::serveScale(Call& c) {
     return;
   }
   c.ok(200, renderScale(kube::parseJson(*res->json).value()));
+}
+
+}  // namespace apiserver
+
+namespace apiserver {
+
+// authentication.k8s.io/v1 TokenReview, as kube-apiserver answers it: 201 with the request's spec
+// and a status saying whether spec.token authenticates and as whom. Nothing is stored. Foxden's
+// tokens are not bound to audiences: requested audiences are echoed back as satisfied.
+void Api::serveTokenReview(Call& c) {
+  if (c.ri.verb != "create" || !c.ri.subresource.empty() || !c.ri.name.empty()) {
+    c.fail(Status::methodNotAllowed("the server does not allow this method on the requested resource"));
+    return;
+  }
+  if (!c.ri.ns.empty()) {
+    c.fail(Status::badRequest("the namespace of the provided object does not match the namespace sent on the request"));
+    return;
+  }
+  if (Status st = auth_.authorize(c.id, c.ri); !st) {
+    c.fail(st);
+    return;
+  }
+  if (mediaType(c.req.header("content-type")) == "application/vnd.kubernetes.protobuf") {
+    c.fail(Status::unsupportedMediaType("TokenReview accepts JSON bodies only"));
+    return;
+  }
+  auto doc = kube::parseJson(c.body);
+  if (!doc || !doc->IsObject()) {
+    c.fail(Status::badRequest("the body of the request was in an unknown format: " +
+                              (doc ? std::string("expected an object") : doc.status().message())));
+    return;
+  }
+  std::string apiVersion = kube::getString(*doc, {"apiVersion"});
+  std::string kind = kube::getString(*doc, {"kind"});
+  if ((!apiVersion.empty() && apiVersion != "authentication.k8s.io/v1") || (!kind.empty() && kind != "TokenReview")) {
+    c.fail(Status::badRequest("expected authentication.k8s.io/v1 TokenReview, got " + apiVersion + " " + kind));
+    return;
+  }
+  const kube::JsonValue* token = kube::find(*doc, {"spec", "token"});
+  if (token == nullptr || !token->IsString() || token->GetStringLength() == 0) {
+    c.fail(Status::badRequest("token is required for TokenReview in authentication"));
+    return;
+  }
+  const kube::JsonValue* audiences = kube::find(*doc, {"spec", "audiences"});
+  if (audiences != nullptr && !audiences->IsNull() && !audiences->IsArray()) {
+    c.fail(Status::badRequest("spec.audiences: must be a list of strings"));
+    return;
+  }
+  auto who = auth_.authenticate("Bearer " + std::string(kube::view(*token)));
+  Json out(rapidjson::kObjectType);
+  auto& a = out.GetAllocator();
+  kube::setString(out, "kind", "TokenReview", a);
+  kube::setString(out, "apiVersion", "authentication.k8s.io/v1", a);
+  Json meta(rapidjson::kObjectType);
+  meta.AddMember("creationTimestamp", JsonValue(rapidjson::kNullType), a);
+  out.AddMember("metadata", JsonValue(meta, a), a);
+  JsonValue spec(rapidjson::kObjectType);
+  kube::setString(spec, "token", std::string(kube::view(*token)), a);
+  if (audiences != nullptr && audiences->IsArray()) spec.AddMember("audiences", JsonValue(*audiences, a), a);
+  out.AddMember("spec", std::move(spec), a);
+  JsonValue status(rapidjson::kObjectType);
+  JsonValue user(rapidjson::kObjectType);
+  if (who) {
+    status.AddMember("authenticated", true, a);
+    kube::setString(user, "username", who->user, a);
+    JsonValue groups(rapidjson::kArrayType);
+    for (const auto& g : who->groups()) groups.PushBack(kube::str(g, a), a);
+    user.AddMember("groups", std::move(groups), a);
+  }
+  status.AddMember("user", std::move(user), a);
+  if (who && audiences != nullptr && audiences->IsArray()) status.AddMember("audiences", JsonValue(*audiences, a), a);
+  out.AddMember("status", std::move(status), a);
+  c.ok(201, kube::toJson(out));
 }
 
 }  // namespace apiserver

@@ -66,6 +66,7 @@ class Api {
   void serveDelete(Call& c);
   void serveDeleteCollection(Call& c);
   void serveScale(Call& c);
+  void serveTokenReview(Call& c);
 
   kube::StatusOr<Entry> writeUpdate(const ResourceTypePtr& rt, const std::string& ns,
                                     const std::string& name, const std::string& subresource,

@@ -13,6 +13,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "apiserver/request.h"
 #include "apiserver/storage.h"
@@ -24,6 +25,10 @@ struct Identity {
   std::string user;
   bool admin = false;
   std::string worker;  // set for worker identities
+
+  // As a TokenReview reports them: the admin is in system:masters (Kubernetes' cluster-admin
+  // group), workers in system:foxden-workers; everyone authenticated in system:authenticated.
+  std::vector<std::string> groups() const;
 };
 
 class Authenticator {

@@ -51,7 +51,9 @@ std::string resourceList(const Registry& reg, const std::string& group, const st
   for (const auto& rt : reg.all()) {
     if (rt->group != group || rt->version != version) continue;
     list.PushBack(resourceEntry(*rt, rt->resource, rt->kind,
-                                std::vector<std::string>(std::begin(kVerbs), std::end(kVerbs)), a, true),
+                                !rt->verbs.empty() ? rt->verbs
+                                                   : std::vector<std::string>(std::begin(kVerbs), std::end(kVerbs)),
+                                a, true),
                   a);
     if (rt->statusSubresource) {
       list.PushBack(resourceEntry(*rt, rt->resource + "/status", rt->kind, {"get", "patch", "update"}, a, false), a);

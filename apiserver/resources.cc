@@ -50,6 +50,11 @@ Registry::Registry() {
   std::const_pointer_cast<ResourceType>(crd)->categories = {"api-extensions"};
   std::const_pointer_cast<ResourceType>(crd)->hasGeneration = true;
   addLocked(crd);
+  // Create-only and never stored: answers whether a bearer token is valid and whose it is (the
+  // agent's log endpoint authenticates API tokens with it, as the kubelet does).
+  auto tokenReview = builtin("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, {});
+  std::const_pointer_cast<ResourceType>(tokenReview)->verbs = {"create"};
+  addLocked(tokenReview);
 }
 
 void Registry::addLocked(ResourceTypePtr rt) {

@@ -44,6 +44,8 @@ struct ResourceType {
   bool builtin = true;
   bool storageVersion = true;
   bool hasGeneration = false;  // metadata.generation is maintained (CRs, CRDs)
+  // Verbs served when not the usual set (e.g. TokenReview: create only, nothing is stored).
+  std::vector<std::string> verbs;
 
   std::string groupVersion() const { return group.empty() ? version : group + "/" + version; }
   // Storage key prefix shared by all versions of the resource: "<group|core>/<resource>/".

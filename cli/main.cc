@@ -1,5 +1,5 @@
 // `foxden`: the command-line entry point. Subcommands: server (the embedded control plane),
-// token create (a worker's kubeconfig), version.
+// token create (a worker's kubeconfig), logs (a task's output, cli/logs.h), version.
 
 #include <signal.h>
 
@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "apiserver/server.h"
+#include "cli/logs.h"
 #include "kube/http_client.h"
 #include "kube/kubeconfig.h"
 #include "kube/rest_client.h"
@@ -130,6 +131,17 @@ int main(int argc, char** argv) {
   create->add_option("--worker", worker, "Worker name")->required();
   create->add_option("--kubeconfig", kubeconfig, "Admin kubeconfig")->required();
 
+  cli::LogsOptions lo;
+  int64_t tail = -1;
+  auto* logs = app.add_subcommand("logs", "Print a task's stdout (or stderr) from the agent that runs it");
+  logs->add_option("allocation", lo.allocation, "Allocation name")->required();
+  logs->add_option("-n,--namespace", lo.ns, "Namespace (default: the kubeconfig context's)");
+  logs->add_option("--task", lo.task, "Task name (may be omitted when the allocation has one task)");
+  logs->add_flag("-f,--follow", lo.follow, "Keep streaming new output, across rotations and agent restarts");
+  auto* tailOpt = logs->add_option("--tail", tail, "Only the last N lines");
+  logs->add_flag("--stderr", lo.stderrStream, "Read stderr instead of stdout");
+  logs->add_option("--kubeconfig", lo.kubeconfig, "kubeconfig (default: $KUBECONFIG, then ~/.kube/config)");
+
   auto* version = app.add_subcommand("version", "Print the version");
 
   try {
@@ -152,6 +164,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     return tokenCreate(worker, kubeconfig);
+  }
+  if (*logs) {
+    if (tailOpt->count() > 0) lo.tail = tail;
+    signal(SIGPIPE, SIG_IGN);  // `foxden logs ... | head` ends on a write error, not a signal
+    return cli::runLogs(lo);
   }
   if (*version) {
     std::cout << "foxden " << FOXDEN_VERSION << "\n";

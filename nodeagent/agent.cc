@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kube/certs.h"
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
 
@@ -89,6 +90,7 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
 }
 
 Agent::~Agent() {
+  if (logServer_) logServer_->stop();
   queue_.shutDown();
   if (informer_) informer_->stop();
   // Runners are destroyed without stopping their tasks' processes: a restarted agent adopts them.
@@ -210,6 +212,15 @@ Status Agent::updateWorkerStatus() {
     addrs.PushBack(std::move(i), a);
   }
   status.AddMember("addresses", std::move(addrs), a);
+  if (logServer_) {
+    JsonValue ep(rapidjson::kObjectType);
+    ep.AddMember("port", static_cast<int>(logServer_->port()), a);
+    if (options_.listenHost != "0.0.0.0" && options_.listenHost != "::") {
+      kube::setString(ep, "address", options_.listenHost, a);
+    }
+    kube::setString(ep, "certificateSHA256", certSha256_, a);
+    status.AddMember("agentEndpoint", std::move(ep), a);
+  }
   kube::setString(status, "agentVersion", options_.version, a);
   {
     std::lock_guard l(mu_);
@@ -387,6 +398,36 @@ std::map<std::string, std::string> Agent::workerLabels() const {
   return labels;
 }
 
+Status Agent::startLogServer() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::vector<std::string> names = {host, options_.listenHost};
+  if (std::string ip = hostIp(); !ip.empty()) names.push_back(ip);
+  auto cert = kube::pki::ensureSelfSignedCert(options_.dataDir + "/pki", "foxden-agent:" + options_.name, names);
+  if (!cert) return cert.status();
+  certSha256_ = cert->sha256;
+  reviewer_ = std::make_unique<logs::TokenReviewer>(client_);
+  logs::LogServerOptions lo;
+  lo.host = options_.listenHost;
+  lo.port = options_.listenPort;
+  lo.certFile = cert->certFile;
+  lo.keyFile = cert->keyFile;
+  lo.dataDir = options_.dataDir;
+  lo.allocation = [this](const std::string& key) { return informer_->get(key); };
+  lo.ready = [this] { return informer_->hasSynced(); };
+  lo.authenticate = [this](const std::string& token) { return reviewer_->review(token); };
+  auto server = logs::LogServer::start(std::move(lo));
+  if (!server) {
+    return Status(server.status().code(), server.status().reason(),
+                  "log endpoint on " + options_.listenHost + ":" + std::to_string(options_.listenPort) + ": " +
+                      server.status().message());
+  }
+  logServer_ = std::move(*server);
+  log("serving logs on https://" + options_.listenHost + ":" + std::to_string(logServer_->port()) +
+      " (certificate sha256 " + certSha256_ + ")");
+  return Status::ok();
+}
+
 Status Agent::run(const std::atomic<bool>& stop) {
   auto inventory = GpuDetector(options_.gpu).detect();
   if (inventory) {
@@ -402,16 +443,20 @@ Status Agent::run(const std::atomic<bool>& stop) {
     for (auto& [id, h] : d->recover()) ctx_.recovered[id] = h;
   }
   if (!ctx_.recovered.empty()) log("found " + std::to_string(ctx_.recovered.size()) + " running task(s) to re-attach");
+  // The informer exists before the log endpoint that reads it; it starts after registration.
+  kube::InformerOptions io;
+  io.resource = kAllocations;
+  io.labelSelector = "foxden.io/worker=" + options_.name;
+  informer_ = std::make_unique<kube::Informer>(client_, io);
+  // Tasks matter more than their logs: an endpoint that cannot listen (port taken) is retried
+  // with each Worker status update, and the Worker publishes no endpoint meanwhile.
+  if (Status ls = startLogServer(); !ls) log(ls.message() + " (no log endpoint for now; retrying)");
   Status st;
   while (!stop && !(st = registerWorker())) {
     log("registration failed: " + st.message() + "; retrying");
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   status_.start();
-  kube::InformerOptions io;
-  io.resource = kAllocations;
-  io.labelSelector = "foxden.io/worker=" + options_.name;
-  informer_ = std::make_unique<kube::Informer>(client_, io);
   informer_->addEventHandler({[this](const kube::JsonPtr& o) {
                                 std::string key = kube::Informer::keyOf(*o);
                                 if (options_.traceStarts) {
@@ -441,6 +486,7 @@ Status Agent::run(const std::atomic<bool>& stop) {
       nextGc = std::chrono::steady_clock::now() + std::chrono::seconds(options_.gc.intervalSeconds);
     }
     if (std::chrono::steady_clock::now() >= nextStatus) {
+      if (!logServer_) (void)startLogServer();
       Status ws = updateWorkerStatus();
       if (!ws) log("worker status update failed: " + ws.message());
       nextStatus = std::chrono::steady_clock::now() + std::chrono::seconds(options_.workerStatusSeconds);
@@ -449,6 +495,7 @@ Status Agent::run(const std::atomic<bool>& stop) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  if (logServer_) logServer_->stop();
   queue_.shutDown();
   syncer.join();
   informer_->stop();

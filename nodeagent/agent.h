@@ -5,7 +5,8 @@
 // drivers' cgroup scan) and never starts a second copy of one.
 //
 // Threads: run()'s thread (registration, heartbeat, Worker status), the informer's, one sync
-// thread draining the work queue, the status writer's, and the runners' own.
+// thread draining the work queue, the status writer's, the runners' own, and the log endpoint's
+// (one per connection).
 
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "nodeagent/gc.h"
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
+#include "nodeagent/logs/log_server.h"
 #include "nodeagent/status_writer.h"
 
 namespace nodeagent {
@@ -39,6 +41,10 @@ struct AgentOptions {
   bool traceStarts = false;
   GpuDetectorOptions gpu;  // where to look for GPUs (tests point it at fake nodes and nvidia-smi)
   GcOptions gc;            // finished allocations' directories
+  // The log endpoint (nodeagent/logs/log_server.h): HTTPS with a self-signed certificate kept in
+  // DATA/pki, published with its fingerprint in Worker.status.agentEndpoint. Port 0 picks one.
+  std::string listenHost = "0.0.0.0";
+  uint16_t listenPort = 10250;
 };
 
 class Agent {
@@ -49,6 +55,7 @@ class Agent {
   kube::Status run(const std::atomic<bool>& stop);
 
  private:
+  kube::Status startLogServer();
   kube::Status registerWorker();
   std::map<std::string, std::string> workerLabels() const;
   kube::Status renewLease();
@@ -72,6 +79,9 @@ class Agent {
   std::map<std::string, std::chrono::steady_clock::time_point> firstSeen_;  // guarded by mu_
   std::set<std::string> stoppingUids_;  // runners taken out of runners_ and stopping, guarded by mu_
   GpuInventory gpus_;  // detected at start-up; constant afterwards
+  std::unique_ptr<logs::TokenReviewer> reviewer_;
+  std::unique_ptr<logs::LogServer> logServer_;
+  std::string certSha256_;  // of the log endpoint's certificate; constant after start-up
 };
 
 }  // namespace nodeagent

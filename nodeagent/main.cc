@@ -1,6 +1,7 @@
 // foxden-agent: the node agent. See nodeagent/README.md.
 //
 //   foxden-agent --kubeconfig FILE --name NAME --data-dir DIR [--label k=v]... [--enable-raw-exec]
+//                [--listen HOST:PORT]
 
 #include <signal.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   o.name = host;
   o.dataDir = "/var/lib/foxden-agent";
   std::vector<std::string> labels;
+  std::string listen = "0.0.0.0:10250";
   app.add_option("--kubeconfig", kubeconfig, "kubeconfig (default: in-cluster service account)");
   app.add_option("--name", o.name, "Worker name")->capture_default_str();
   app.add_option("--data-dir", o.dataDir, "State, task directories and logs")->capture_default_str();
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{10} * 365 * 86400));
   app.add_option("--gc-interval-seconds", o.gc.intervalSeconds, "How often finished allocations are collected")
       ->capture_default_str()->check(CLI::Range(1, 86400));
+  app.add_option("--listen", listen, "Where the HTTPS log endpoint listens (HOST:PORT; port 0 picks a free one)")
+      ->capture_default_str();
   app.add_flag("--trace-starts", o.traceStarts, "Log the watch-to-exec latency of every task start");
   app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
   try {
@@ -56,6 +60,19 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  {
+    size_t colon = listen.rfind(':');
+    std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+    std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
+    if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    bool digits = !port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos;
+    if (host.empty() || !digits || std::stoi(port) > 65535) {
+      std::cerr << "foxden-agent: --listen must be HOST:PORT with a port from 0 to 65535, got \"" << listen << "\"\n";
+      return 2;
+    }
+    o.listenHost = host;
+    o.listenPort = static_cast<uint16_t>(std::stoi(port));
   }
   if (o.name.empty() || o.name.size() > 253 || o.name.find('/') != std::string::npos) {
     std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";

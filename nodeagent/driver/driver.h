@@ -12,6 +12,8 @@
 // SIGUSR1/SIGUSR2 to the task, and writes the task's wait status to `<taskDir>/.foxden/exit` before
 // it exits with the same status. That file is how a restarted agent learns how a task it did not
 // fork ended; the init is the one extra process per task, and it is inside the task's cgroup.
+// With TaskLaunch::logDir the init also copies the task's stdout/stderr pipes into rotated files,
+// so an agent crash neither loses output nor SIGPIPEs the task.
 //
 // Thread safety: a Driver may be used from several threads at once.
 
@@ -49,6 +51,11 @@ struct TaskLaunch {
   CgroupLimits limits;
   int stdoutFd = -1;                 // where the task writes; the driver dups, the caller closes
   int stderrFd = -1;
+  // When set, the task's init writes stdout/stderr itself into size-rotated files in this host
+  // directory (stdout.N, stderr.N; nodeagent/logs/rotator.h) and stdoutFd/stderrFd are ignored.
+  std::string logDir;
+  uint32_t logMaxFiles = 10;
+  uint64_t logMaxFileSize = uint64_t{10} * 1024 * 1024;
 };
 
 struct TaskHandle {

@@ -397,6 +397,11 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   Fd exitDir(open(foxdenDir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
   if (exitDir.get() < 0) return Status::internal("open " + foxdenDir + ": " + errnoText(errno));
   Fd devNull(open("/dev/null", O_RDWR | O_CLOEXEC));
+  Fd logDir;
+  if (!launch.logDir.empty()) {
+    logDir.reset(open(launch.logDir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (logDir.get() < 0) return Status::internal("open log directory " + launch.logDir + ": " + errnoText(errno));
+  }
 
   StartContext ctx;
   if (isolate) buildRoot(ctx, launch, rootDir, devices);
@@ -440,6 +445,9 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.stdoutFd = launch.stdoutFd;
   spec.stderrFd = launch.stderrFd;
   spec.devNullFd = devNull.get();
+  spec.logDirFd = logDir.get();
+  spec.logMaxFiles = launch.logMaxFiles;
+  spec.logMaxFileSize = launch.logMaxFileSize;
   spec.rootDir = ctx.keep(rootDir);
   spec.ops = ctx.ops.data();
   spec.opCount = ctx.ops.size();

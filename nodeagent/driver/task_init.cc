@@ -6,7 +6,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,11 +20,13 @@
 #include <cstring>
 #include <grp.h>
 
+#include "nodeagent/logs/rotator.h"
+
 namespace nodeagent::init {
 namespace {
 
 constexpr const char* kStepNames[] = {
-    "wait for cgroup attach", "set up stdio", "make mounts private", "build root", "pivot_root",
+    "wait for cgroup attach", "set up stdio", "open log files", "make mounts private", "build root", "pivot_root",
     "remount root read-only", "sethostname", "fork task", "reset signals", "set no_new_privs",
     "drop bounding capabilities", "keep capabilities", "setgroups", "setgid", "setuid",
     "set capabilities", "set ambient capabilities", "chdir", "close fds", "install seccomp filter",
@@ -32,6 +36,12 @@ constexpr const char* kStepNames[] = {
 // Fixed fds inside the init, so that closing "everything else" is a single close_range.
 constexpr int kErrorFd = 3;
 constexpr int kExitDirFd = 4;
+constexpr int kLogDirFd = 5;
+
+// The init's two output streams (static: 2 x 64 KiB of the agent's BSS, never touched by the
+// agent, so they cost nothing until an init copies logs).
+logs::LogPipe gStdout;
+logs::LogPipe gStderr;
 
 // The signals the init forwards to the task; SIGCHLD tells it to reap.
 constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
@@ -258,17 +268,34 @@ int taskInitMain(void* arg) {
   int nul = fcntl(s.devNullFd, F_DUPFD_CLOEXEC, 10);
   int errPipe = fcntl(s.errorFd, F_DUPFD_CLOEXEC, 10);
   int exitDir = fcntl(s.exitDirFd, F_DUPFD_CLOEXEC, 10);
+  int logDir = fcntl(s.logDirFd >= 0 ? s.logDirFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
   if (errPipe < 0) _exit(126);
   if (retryDup2(errPipe, kErrorFd) < 0) _exit(126);
   fcntl(kErrorFd, F_SETFD, FD_CLOEXEC);
-  if (out < 0 || err < 0 || nul < 0 || exitDir < 0) fail(Step::kStdio, errno);
+  if (out < 0 || err < 0 || nul < 0 || exitDir < 0 || logDir < 0) fail(Step::kStdio, errno);
   if (retryDup2(nul, 0) < 0 || retryDup2(out, 1) < 0 || retryDup2(err, 2) < 0 ||
-      retryDup2(exitDir, kExitDirFd) < 0) {
+      retryDup2(exitDir, kExitDirFd) < 0 || retryDup2(logDir, kLogDirFd) < 0) {
     fail(Step::kStdio, errno);
   }
   fcntl(kExitDirFd, F_SETFD, FD_CLOEXEC);
+  fcntl(kLogDirFd, F_SETFD, FD_CLOEXEC);
   // Every other fd of the agent (sockets, the store, other tasks' pipes) is closed here.
-  if (syscall(SYS_close_range, kExitDirFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
+  if (syscall(SYS_close_range, kLogDirFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
+
+  // The task's stdout/stderr become pipes to us. Their read ends (and the log files) are CLOEXEC
+  // and above kErrorFd, so the task's close_range drops them; it keeps only 1 and 2.
+  if (s.logDirFd >= 0) {
+    int outPipe[2], errPipe2[2];
+    if (pipe2(outPipe, O_CLOEXEC) < 0 || pipe2(errPipe2, O_CLOEXEC) < 0) fail(Step::kLogs, errno);
+    if (retryDup2(outPipe[1], 1) < 0 || retryDup2(errPipe2[1], 2) < 0) fail(Step::kLogs, errno);
+    close(outPipe[1]);
+    close(errPipe2[1]);
+    gStdout.fd = outPipe[0];
+    gStderr.fd = errPipe2[0];
+    int rc = gStdout.rotator.open(kLogDirFd, "stdout", s.logMaxFiles, s.logMaxFileSize);
+    if (rc == 0) rc = gStderr.rotator.open(kLogDirFd, "stderr", s.logMaxFiles, s.logMaxFileSize);
+    if (rc < 0) fail(Step::kLogs, -rc);
+  }
 
   mark(s, kTraceStdio);
   if (s.isolate) {
@@ -298,12 +325,16 @@ int taskInitMain(void* arg) {
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
 
-  // Block what we forward before forking so nothing is lost between fork and sigwaitinfo.
+  // Block what we forward before forking so nothing is lost before the signalfd reads it.
   sigset_t waitSet, oldMask;
   sigemptyset(&waitSet);
   for (int sig : kForwarded) sigaddset(&waitSet, sig);
   sigaddset(&waitSet, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &waitSet, &oldMask) < 0) fail(Step::kSignals, errno);
+
+  // Signals arrive through a signalfd so that one poll() waits for them and the task's output.
+  int sigFd = signalfd(-1, &waitSet, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigFd < 0) fail(Step::kSignals, errno);
 
   // vfork semantics: the task shares our memory until its execve, so the kernel copies no page
   // tables. Ours are a copy of the agent's, hundreds of thread-stack mappings with many tasks
@@ -321,27 +352,55 @@ int taskInitMain(void* arg) {
       taskStack + sizeof taskStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
   if (task < 0) fail(Step::kFork, errno);
   close(kErrorFd);  // the task's copy is the only one left: EOF at its execve
+  // Our copies of the pipes' write ends would keep them from ever reaching EOF.
+  retryDup2(0, 1);
+  retryDup2(0, 2);
 
+  logs::LogPipe* pipes[2] = {&gStdout, &gStderr};
   int taskStatus = 0;
-  for (;;) {
-    siginfo_t info;
-    int sig = sigwaitinfo(&waitSet, &info);
-    if (sig < 0) continue;
-    if (sig != SIGCHLD) {
-      kill(task, sig);
+  bool taskDone = false;
+  while (!taskDone) {
+    pollfd pfds[3] = {{sigFd, POLLIN, 0}, {gStdout.fd, POLLIN, 0}, {gStderr.fd, POLLIN, 0}};
+    bool holding = gStdout.holding() || gStderr.holding();
+    int pr = poll(pfds, 3, holding ? logs::LogPipe::kHoldMillis : -1);
+    if (pr < 0) continue;  // EINTR
+    if (pr == 0) {
+      // Idle: a partial line (a prompt, a progress bar) goes out rather than wait for its end.
+      gStdout.flush();
+      gStderr.flush();
       continue;
     }
-    bool taskDone = false;
-    for (;;) {
-      int st = 0;
-      pid_t p = waitpid(-1, &st, WNOHANG);
-      if (p <= 0) break;
-      if (p == task) {
-        taskStatus = st;
-        taskDone = true;
+    for (int i = 0; i < 2; ++i) {
+      if (pfds[i + 1].revents != 0) (void)pipes[i]->pump();
+    }
+    if (pfds[0].revents == 0) continue;
+    signalfd_siginfo si;
+    while (read(sigFd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+      int sig = static_cast<int>(si.ssi_signo);
+      if (sig != SIGCHLD) {
+        kill(task, sig);
+        continue;
+      }
+      for (;;) {
+        int st = 0;
+        pid_t p = waitpid(-1, &st, WNOHANG);
+        if (p <= 0) break;
+        if (p == task) {
+          taskStatus = st;
+          taskDone = true;
+        }
       }
     }
-    if (taskDone) break;
+  }
+  // What the task wrote before it ended is in the pipes: take it (bounded: orphans of a raw_exec
+  // task may still be writing), then the held partial lines.
+  for (logs::LogPipe* p : pipes) {
+    if (p->fd < 0) continue;
+    fcntl(p->fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 256 && p->pump() > 0; ++i) {
+    }
+    p->flush();
+    p->rotator.close();
   }
   writeExitFile(taskStatus);
   // PID 1 cannot kill itself with the task's signal; the exit file has the real status.

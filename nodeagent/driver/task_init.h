@@ -40,7 +40,7 @@ struct MountOp {
 
 // Where a start failed: index into kStepNames (in the .cc), reported through the error pipe.
 enum class Step : int {
-  kSyncRead, kStdio, kMountPrivate, kMountOp, kPivotRoot, kRootReadOnly, kHostname, kFork,
+  kSyncRead, kStdio, kLogs, kMountPrivate, kMountOp, kPivotRoot, kRootReadOnly, kHostname, kFork,
   kSignals, kNoNewPrivs, kBoundingSet, kKeepCaps, kSetGroups, kSetGid, kSetUid, kCapSet,
   kAmbient, kChdir, kCloseFds, kSeccomp, kExecve, kCgroupJoin,
 };
@@ -75,6 +75,13 @@ struct InitSpec {
   size_t cgroupJoinFdCount = 0;
   // --trace-starts: CLOCK_MONOTONIC nanoseconds at each TraceMark, in memory shared with the agent.
   uint64_t* traceNs = nullptr;
+  // Logs written by the init itself: when logDirFd >= 0 the task's stdout/stderr are pipes whose
+  // read ends only the init holds, copied into size-rotated files in that directory
+  // (nodeagent/logs/rotator.h); stdoutFd/stderrFd are then ignored. The agent is never in the data
+  // path, so it can die without the task losing output or seeing SIGPIPE.
+  int logDirFd = -1;
+  uint32_t logMaxFiles = 10;
+  uint64_t logMaxFileSize = uint64_t{10} * 1024 * 1024;
 
   const char* rootDir = nullptr;       // host path of the new root (exec)
   const MountOp* ops = nullptr;

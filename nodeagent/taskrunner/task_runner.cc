@@ -15,6 +15,7 @@
 
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
+#include "nodeagent/logs/log_files.h"
 #include "nodeagent/taskrunner/template.h"
 
 namespace nodeagent {
@@ -92,10 +93,6 @@ bool writeFileAtomic(const std::string& path, const std::string& data) {
   ok = ok && ::fsync(fd) == 0;
   ::close(fd);
   return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-int openLog(const std::string& path) {
-  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 }
 
 }  // namespace
@@ -372,13 +369,12 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
   if (*cpuLim > 0) l.limits.cpuQuotaMicros = std::max<int64_t>(1000, *cpuLim * 100);  // per 100 ms
   if (*memLim > 0) l.limits.memoryBytes = *memLim / 1000;
   l.limits.pidsMax = kDefaultPidsMax;
-  l.stdoutFd = openLog(config_.logDir + "/stdout.log");
-  l.stderrFd = openLog(config_.logDir + "/stderr.log");
-  if (l.stdoutFd < 0 || l.stderrFd < 0) {
-    if (l.stdoutFd >= 0) ::close(l.stdoutFd);
-    if (l.stderrFd >= 0) ::close(l.stderrFd);
-    return Status::internal("cannot open the task's log files in " + config_.logDir + ": " + std::strerror(errno));
-  }
+  // The task's init writes its output into rotated files there (nodeagent/logs/).
+  auto limits = logs::parseLogLimits(kube::find(task, {"logs"}));
+  if (!limits) return limits.status();
+  l.logDir = config_.logDir;
+  l.logMaxFiles = limits->maxFiles;
+  l.logMaxFileSize = limits->maxFileSize;
   return l;
 }
 

@@ -52,7 +52,7 @@ wait_for "batch alloc Succeeded" phase_is done1 Succeeded
 [ "$(jp allocation done1 '{.status.tasks[0].exitCode}')" = 0 ] && pass || fail "exit code 0"
 [ -n "$(jp allocation done1 '{.status.tasks[0].startedAt}')" ] && [ -n "$(jp allocation done1 '{.status.tasks[0].finishedAt}')" ] && pass || fail "start and finish times"
 uid=$(jp allocation done1 '{.metadata.uid}')
-grep -q "hello from main" "$AGENT_DATA/allocs/$uid/main/logs/stdout.log" && pass || fail "stdout captured"
+grep -q "hello from main" "$AGENT_DATA/allocs/$uid/main/logs/stdout.0" && pass || fail "stdout captured"
 
 # Restart policy: a crashing task is restarted `attempts` times, then the allocation fails.
 alloc crash1 '[{"name":"main","command":["/bin/sh","-c","exit 3"]}]' '{"attempts":2,"intervalSeconds":300,"delaySeconds":0,"mode":"Fail"}'
@@ -83,7 +83,7 @@ pid2=$(jp allocation long1 '{.status.tasks[0].pid}')
 [ "$(grep -c started "$AGENT_DATA/allocs/$luid/alloc/starts")" = 1 ] && pass || fail "started exactly once"
 [ "$(jp allocation long1 '{.status.tasks[0].restarts}')" = 0 ] && pass || fail "no restarts after re-attach"
 # A completed allocation is not run again after the restart.
-[ "$(grep -c "hello from main" "$AGENT_DATA/allocs/$uid/main/logs/stdout.log")" = 1 ] && pass || fail "completed task not rerun"
+[ "$(grep -c "hello from main" "$AGENT_DATA/allocs/$uid/main/logs/stdout.0")" = 1 ] && pass || fail "completed task not rerun"
 
 # Probes: readiness flips in status; a failing liveness probe restarts the task.
 alloc probe1 '[{"name":"main","command":["/bin/sh","-c","exec sleep 1000"],

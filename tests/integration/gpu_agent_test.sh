@@ -41,7 +41,7 @@ JSON
 done_() { [ "$(jp allocation cuda '{.status.phase}')" = Succeeded ]; }
 for _ in $(seq 1 300); do done_ && break; sleep 0.1; done
 done_ && pass || fail "GPU task completes ($(jp allocation cuda '{.status.tasks[0].message}'))"
-out=$(cat "$WORK"/agent/allocs/*/main/logs/stdout.log "$WORK"/agent/allocs/*/main/logs/stderr.log 2>/dev/null)
+out=$(cat "$WORK"/agent/allocs/*/main/logs/stdout.* "$WORK"/agent/allocs/*/main/logs/stderr.* 2>/dev/null)
 echo "$out" | sed 's/^/    task: /'
 grep -qx "nvidia1" <<<"$out" && grep -qx "nvidiactl" <<<"$out" && pass || fail "task sees its GPU node and nvidiactl"
 grep -qx "nvidia0" <<<"$out" && fail "task sees the other GPU's node" || pass
