@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -354,11 +356,11 @@ ProbeResult httpProbe(const ProbeSpec& spec, int cancelFd) {
 
 enum class ExecStep : int { kSetnsMnt, kChroot, kSetnsUts, kSetnsIpc, kSetnsPid, kFork, kStdio,
                             kBoundingSet, kSetGroups, kSetGid, kSetUid, kCapSet, kNoNewPrivs,
-                            kSeccomp, kExecve };
+                            kSeccomp, kExecve, kCgroup };
 const char* const kStepNames[] = {"setns(mnt)", "chroot", "setns(uts)", "setns(ipc)", "setns(pid)",
                                   "fork", "stdio", "drop bounding capabilities", "setgroups",
                                   "setresgid", "setresuid", "capset", "no_new_privs", "seccomp",
-                                  "execve"};
+                                  "execve", "join the task's cgroup"};
 
 // What the children write to the control pipe: the inner child's pid, or where they failed.
 struct ControlRecord {
@@ -389,7 +391,38 @@ struct ExecPlan {
   uint64_t capBnd = 0, capEff = 0, capPrm = 0, capInh = 0;
   bool noNewPrivs = false;
   const sock_fprog* seccomp = nullptr;
+  // The task's cgroup in every hierarchy (v1 `tasks`, v2 `cgroup.procs`): the probe runs there,
+  // under the task's limits, like a Kubernetes exec probe in its container.
+  int cgroupFds[16] = {};
+  size_t cgroupFdCount = 0;
 };
+
+// Opens the cgroup files of `pid`'s cgroups for writing "0" (join) into: parsed from
+// /proc/PID/cgroup, v1 hierarchies under /sys/fs/cgroup/<controllers>, v2 at /sys/fs/cgroup
+// itself when that is the unified mount.
+std::vector<int> openCgroupJoinFds(pid_t pid) {
+  std::vector<int> fds;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  struct statfs fs {};
+  bool pureV2 = statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+  while (std::getline(f, line) && fds.size() < 16) {
+    size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    std::string file;
+    if (controllers.empty()) {
+      if (!pureV2) continue;  // the unified hierarchy of a v1 host holds no task limits
+      file = "/sys/fs/cgroup" + path + "/cgroup.procs";
+    } else {
+      if (controllers.rfind("name=", 0) == 0) continue;
+      file = "/sys/fs/cgroup/" + controllers + path + "/tasks";
+    }
+    int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) fds.push_back(fd);
+  }
+  return fds;
+}
 
 [[noreturn]] void childFail(const ExecPlan& p, ExecStep step, int err) {
   ControlRecord r{1, static_cast<int>(step), err};
@@ -633,6 +666,7 @@ ProbeResult execProbe(const ProbeSpec& spec, pid_t initPid, int cancelFd) {
     if (!c) return {false, "exec probe: " + c.status().message()};
     cred = *c;
     env = readEnviron(task);
+    for (int fd : openCgroupJoinFds(task)) plan.cgroupFds[plan.cgroupFdCount++] = keep(fd);
     std::string init = "/proc/" + std::to_string(initPid);
     const char* names[] = {"mnt", "uts", "ipc", "pid"};
     for (int i = 0; i < 4; ++i) {
@@ -716,6 +750,9 @@ ProbeResult execProbe(const ProbeSpec& spec, pid_t initPid, int cancelFd) {
   pid_t child = _Fork();
   if (child < 0) return {false, errnoText("exec probe: fork", errno)};
   if (child == 0) {
+    for (size_t i = 0; i < plan.cgroupFdCount; ++i) {
+      if (write(plan.cgroupFds[i], "0", 1) != 1) childFail(plan, ExecStep::kCgroup, errno);
+    }
     if (plan.isolate) enterTask(plan);
     execCommand(plan);
   }

@@ -143,6 +143,10 @@ void checkNobodyTask(nodeagent::Driver& d, Fixture& fix) {
     check(r.success && trim(r.message) == host, std::string("probe is in the task's ") + ns + " namespace",
           trim(r.message) + " vs " + host);
   }
+  // The probe runs in the task's cgroup (its limits apply), as an exec probe runs in its container.
+  r = runProbe(execSpec({"grep", "pids:", "/proc/self/cgroup"}), init);
+  check(r.success && r.message.find("/" + l.id) != std::string::npos, "probe runs in the task's cgroup",
+        trim(r.message));
   r = runProbe(execSpec({"cat", "/proc/sys/kernel/hostname"}), init);
   check(r.success && trim(r.message) == l.id, "probe sees the task's hostname", trim(r.message));
   r = runProbe(execSpec({"pwd"}), init);
