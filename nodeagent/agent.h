@@ -22,6 +22,7 @@
 #include "nodeagent/gc.h"
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
+#include "nodeagent/driver/rootfs.h"
 #include "nodeagent/status_writer.h"
 
 namespace nodeagent {
@@ -39,6 +40,11 @@ struct AgentOptions {
   bool traceStarts = false;
   GpuDetectorOptions gpu;  // where to look for GPUs (tests point it at fake nodes and nvidia-smi)
   GcOptions gc;            // finished allocations' directories
+  // exec tasks' roots: host dirs bound read-only (empty: the driver's default list), where rootfs
+  // tarballs may be read from (empty: <dataDir>/images), and the hostPath volume allow-list.
+  std::vector<std::string> rootBinds;
+  std::vector<std::string> rootfsDirs;
+  std::vector<std::string> hostVolumes;
 };
 
 class Agent {
@@ -72,6 +78,7 @@ class Agent {
   std::map<std::string, std::chrono::steady_clock::time_point> firstSeen_;  // guarded by mu_
   std::set<std::string> stoppingUids_;  // runners taken out of runners_ and stopping, guarded by mu_
   GpuInventory gpus_;  // detected at start-up; constant afterwards
+  std::unique_ptr<RootfsCache> rootfs_;  // <dataDir>/rootfs, shared by every task runner
 };
 
 }  // namespace nodeagent

@@ -1,8 +1,10 @@
 // foxden-agent: the node agent. See nodeagent/README.md.
 //
 //   foxden-agent --kubeconfig FILE --name NAME --data-dir DIR [--label k=v]... [--enable-raw-exec]
+//                [--root-bind DIR]... [--rootfs-dir DIR]... [--host-volume DIR]...
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -42,6 +44,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{10} * 365 * 86400));
   app.add_option("--gc-interval-seconds", o.gc.intervalSeconds, "How often finished allocations are collected")
       ->capture_default_str()->check(CLI::Range(1, 86400));
+  app.add_option("--root-bind", o.rootBinds,
+                 "Host directory bound read-only into exec tasks' root (repeatable; replaces the default "
+                 "/bin /etc /lib /lib64 /sbin /usr)");
+  app.add_option("--rootfs-dir", o.rootfsDirs,
+                 "Directory rootfs tarballs may be read from (repeatable; default <data-dir>/images)");
+  app.add_option("--host-volume", o.hostVolumes,
+                 "Directory under which hostPath volumes are allowed (repeatable; default none)");
   app.add_flag("--trace-starts", o.traceStarts, "Log the watch-to-exec latency of every task start");
   app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
   try {
@@ -56,6 +65,17 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  // Absolute, existing directories, no "." or ".." components: these are trusted host paths.
+  for (auto* list : {&o.rootBinds, &o.rootfsDirs, &o.hostVolumes}) {
+    for (const auto& dir : *list) {
+      struct stat st;
+      bool dots = ("/" + dir + "/").find("/../") != std::string::npos || ("/" + dir + "/").find("/./") != std::string::npos;
+      if (dir.empty() || dir[0] != '/' || dots || ::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        std::cerr << "foxden-agent: \"" << dir << "\" must be an absolute path of an existing directory, without '.' or '..'\n";
+        return 2;
+      }
+    }
   }
   if (o.name.empty() || o.name.size() > 253 || o.name.find('/') != std::string::npos) {
     std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";

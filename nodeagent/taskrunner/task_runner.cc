@@ -257,6 +257,7 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
   l.allocDir = config_.allocDir;
   l.user = kube::getString(task, {"user"}, raw ? "" : "nobody");
   l.workingDir = kube::getString(task, {"workingDir"}, raw ? config_.taskDir + "/local" : "/local");
+  if (auto st = applyTaskRoot(task, config_.root, raw, l); !st) return st;
 
   std::map<std::string, std::string> env;
   env["PATH"] = kDefaultPath;
