@@ -178,6 +178,7 @@ TEST_CASE("rootfs: concurrent starts of one digest unpack it once") {
   std::string sha = digest(tarball);
   RootfsCache cache(s.options());
   std::vector<std::thread> threads;
+  threads.reserve(6);
   std::atomic<int> ok{0};
   for (int i = 0; i < 6; ++i) {
     threads.emplace_back([&] {
