@@ -235,6 +235,7 @@ TEST_CASE("rootfs: hostile tarballs are refused and nothing lands outside the ca
       {"write through a relative symlink", {slink("esc", "../../outside"), file("esc/pwned")}, "symlink"},
       {"hard link to a host file", {hardlink("passwd", "/etc/passwd")}, "absolute"},
       {"hard link out of the tree", {hardlink("x", "../outside/f")}, "'..'"},
+      {"hard link through a symlink", {slink("esc", outside), hardlink("h", "esc/f")}, "symlink"},
       {"character device", {node("dev/mem", AE_IFCHR)}, "device nodes"},
       {"fifo", {node("fifo", AE_IFIFO)}, "device nodes"},
   };
@@ -250,6 +251,7 @@ TEST_CASE("rootfs: hostile tarballs are refused and nothing lands outside the ca
     CHECK(std::filesystem::directory_iterator(outside)->path().filename() == "f");
     CHECK(!std::filesystem::exists(outside + "/pwned"));
     CHECK(!std::filesystem::exists(s.root + "/pwned"));
+    CHECK(std::filesystem::hard_link_count(outside + "/f") == 1);
   }
 }
 
