@@ -1,8 +1,8 @@
 #pragma once
 // Task drivers: how the agent starts, watches, stops and re-attaches to one task's processes.
 //
-//   exec      new mount, pid, ipc and uts namespaces; a root of read-only host bind mounts plus the
-//             writable task directories; pivot_root; fresh /proc with masked paths; minimal /dev
+//   exec      new mount, pid, ipc and uts namespaces; a root of read-only host bind mounts (or of
+//             an unpacked rootfs tarball's tree) plus the writable task directories and volumes; pivot_root; fresh /proc with masked paths; minimal /dev
 //             plus the assigned device nodes; capabilities dropped, no_new_privs, seccomp; a
 //             non-root user; one cgroup with cpu, memory, pids and device limits.
 //   raw_exec  the cgroup only (opt-in per worker).
