@@ -75,6 +75,18 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
   ctx_.rawExecDriver = options_.enableRawExec ? rawExec_.get() : nullptr;
   ctx_.status = &status_;
   enableStartTrace(options_.traceStarts);
+  RootfsOptions ro;
+  ro.cacheDir = options_.dataDir + "/rootfs";
+  ro.allowedDirs = options_.rootfsDirs;
+  if (ro.allowedDirs.empty()) {
+    ro.allowedDirs.push_back(options_.dataDir + "/images");
+    std::error_code ec;
+    std::filesystem::create_directories(ro.allowedDirs.back(), ec);
+  }
+  rootfs_ = std::make_unique<RootfsCache>(std::move(ro));
+  ctx_.root.rootBinds = options_.rootBinds;
+  ctx_.root.rootfs = rootfs_.get();
+  ctx_.root.hostVolumes = options_.hostVolumes;
   if (options_.traceStarts) {
     ctx_.onTaskStarted = [this](const std::string& key) {
       auto now = std::chrono::steady_clock::now();

@@ -24,6 +24,7 @@
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
 #include "nodeagent/logs/log_server.h"
+#include "nodeagent/driver/rootfs.h"
 #include "nodeagent/status_writer.h"
 
 namespace nodeagent {
@@ -45,6 +46,11 @@ struct AgentOptions {
   // DATA/pki, published with its fingerprint in Worker.status.agentEndpoint. Port 0 picks one.
   std::string listenHost = "0.0.0.0";
   uint16_t listenPort = 10250;
+  // exec tasks' roots: host dirs bound read-only (empty: the driver's default list), where rootfs
+  // tarballs may be read from (empty: <dataDir>/images), and the hostPath volume allow-list.
+  std::vector<std::string> rootBinds;
+  std::vector<std::string> rootfsDirs;
+  std::vector<std::string> hostVolumes;
 };
 
 class Agent {
@@ -82,6 +88,7 @@ class Agent {
   std::unique_ptr<logs::TokenReviewer> reviewer_;
   std::unique_ptr<logs::LogServer> logServer_;
   std::string certSha256_;  // of the log endpoint's certificate; constant after start-up
+  std::unique_ptr<RootfsCache> rootfs_;  // <dataDir>/rootfs, shared by every task runner
 };
 
 }  // namespace nodeagent

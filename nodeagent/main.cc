@@ -2,8 +2,10 @@
 //
 //   foxden-agent --kubeconfig FILE --name NAME --data-dir DIR [--label k=v]... [--enable-raw-exec]
 //                [--listen HOST:PORT]
+//                [--root-bind DIR]... [--rootfs-dir DIR]... [--host-volume DIR]...
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -46,6 +48,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_option("--listen", listen, "Where the HTTPS log endpoint listens (HOST:PORT; port 0 picks a free one)")
       ->capture_default_str();
+  app.add_option("--root-bind", o.rootBinds,
+                 "Host directory bound read-only into exec tasks' root (repeatable; replaces the default "
+                 "/bin /etc /lib /lib64 /sbin /usr)");
+  app.add_option("--rootfs-dir", o.rootfsDirs,
+                 "Directory rootfs tarballs may be read from (repeatable; default <data-dir>/images)");
+  app.add_option("--host-volume", o.hostVolumes,
+                 "Directory under which hostPath volumes are allowed (repeatable; default none)");
   app.add_flag("--trace-starts", o.traceStarts, "Log the watch-to-exec latency of every task start");
   app.add_option("--lease-duration", o.leaseDurationSeconds, "Lease duration in seconds")->capture_default_str()->check(CLI::Range(1, 3600));
   try {
@@ -73,6 +82,17 @@ int main(int argc, char** argv) {
     }
     o.listenHost = host;
     o.listenPort = static_cast<uint16_t>(std::stoi(port));
+  }
+  // Absolute, existing directories, no "." or ".." components: these are trusted host paths.
+  for (auto* list : {&o.rootBinds, &o.rootfsDirs, &o.hostVolumes}) {
+    for (const auto& dir : *list) {
+      struct stat st;
+      bool dots = ("/" + dir + "/").find("/../") != std::string::npos || ("/" + dir + "/").find("/./") != std::string::npos;
+      if (dir.empty() || dir[0] != '/' || dots || ::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        std::cerr << "foxden-agent: \"" << dir << "\" must be an absolute path of an existing directory, without '.' or '..'\n";
+        return 2;
+      }
+    }
   }
   if (o.name.empty() || o.name.size() > 253 || o.name.find('/') != std::string::npos) {
     std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";

@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build pkg-config git
   libcpprest-dev libboost-dev rapidjson-dev libssl-dev openssl
-  libcgroup-dev libseccomp-dev libcap-dev cgroup-tools doctest-dev libsqlite3-dev sqlite3 libyaml-cpp-dev libcli11-dev libre2-dev
+  libcgroup-dev libseccomp-dev libcap-dev libarchive-dev cgroup-tools doctest-dev libsqlite3-dev sqlite3 libyaml-cpp-dev libcli11-dev libre2-dev
   libclang-rt-14-dev clang clang-tidy
   haproxy curl jq python3 procps
 )

@@ -160,6 +160,11 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonVal
                           static_cast<int>(kube::getInt(g, {"index"}).value_or(-1)));
     }
   }
+  c.root = ctx_.root;
+  c.root.volumeDir = base + "/volumes";
+  if (const JsonValue* vols = kube::find(a, {"spec", "volumes"}); vols && vols->IsArray()) {
+    c.root.groupVolumes = kube::shareJson(kube::cloneJson(*vols));
+  }
   auto rec = ctx_.recovered.find(uid_ + "." + name);
   if (rec != ctx_.recovered.end()) c.recovered = rec->second;
   bool raw = kube::getString(task, {"driver"}, "exec") == "raw_exec";

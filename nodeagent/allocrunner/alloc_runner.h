@@ -35,6 +35,9 @@ struct AllocContext {
   // Task cgroups found at start-up by the drivers, by TaskLaunch id ("<allocUid>.<task>").
   std::map<std::string, TaskHandle> recovered;
   const GpuInventory* gpus = nullptr;  // this worker's GPUs (null: none detected)
+  // Root binds, the rootfs cache and the host-volume allow-list; the allocation's own fields
+  // (groupVolumes, volumeDir) are filled per allocation.
+  TaskRootConfig root;
   // Called after each successful task start (the task has exec'd), with "namespace/name".
   std::function<void(const std::string& allocKey)> onTaskStarted;
 };

@@ -1,8 +1,8 @@
 #pragma once
 // Task drivers: how the agent starts, watches, stops and re-attaches to one task's processes.
 //
-//   exec      new mount, pid, ipc and uts namespaces; a root of read-only host bind mounts plus the
-//             writable task directories; pivot_root; fresh /proc with masked paths; minimal /dev
+//   exec      new mount, pid, ipc and uts namespaces; a root of read-only host bind mounts (or of
+//             an unpacked rootfs tarball's tree) plus the writable task directories and volumes; pivot_root; fresh /proc with masked paths; minimal /dev
 //             plus the assigned device nodes; capabilities dropped, no_new_privs, seccomp; a
 //             non-root user; one cgroup with cpu, memory, pids and device limits.
 //   raw_exec  the cgroup only (opt-in per worker).
@@ -37,6 +37,14 @@ struct CgroupLimits {
   std::string cpuset;           // optional cpuset.cpus
 };
 
+// A host directory mounted into an exec task's root (a group volume: emptyDir or hostPath).
+struct VolumeBind {
+  std::string hostPath;   // resolved and allowed by the caller; must be an existing directory
+  std::string mountPath;  // absolute inside the task's root; not /, not under /proc /sys /dev, not
+                          // on or under /local /secrets /tmp /alloc
+  bool readOnly = false;
+};
+
 struct TaskLaunch {
   std::string id;                    // unique per task instance: "<allocUid>.<task>"; names the cgroup
   std::vector<std::string> argv;     // argv[0]: path inside the task's root (exec) or host (raw_exec)
@@ -46,6 +54,11 @@ struct TaskLaunch {
   std::string taskDir;               // host path; holds local/, secrets/, tmp/ (created by the caller)
   std::string allocDir;              // host path of the group-shared alloc/ (mounted at /alloc)
   std::vector<std::string> rootBinds = {"/bin", "/etc", "/lib", "/lib64", "/sbin", "/usr"};
+  // exec: a host directory (an unpacked rootfs tarball, see rootfs.h) whose top-level entries,
+  // bound read-only, form the root instead of rootBinds. Entries named dev, proc, local, secrets,
+  // tmp and alloc are the driver's own and are skipped.
+  std::string rootfs;
+  std::vector<VolumeBind> volumes;   // exec only; mounted after the task dirs, in order
   std::vector<std::string> devices;  // host device nodes given to the task (GPUs)
   std::vector<std::string> capabilities;  // kept capabilities, e.g. "CAP_NET_BIND_SERVICE"
   CgroupLimits limits;

@@ -1,5 +1,6 @@
 #include "nodeagent/driver/exec_driver.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -133,6 +135,42 @@ StatusOr<ResolvedUser> resolveUser(const std::string& user) {
   return u;
 }
 
+// Top-level names of a rootfs tree the driver mounts itself.
+const std::set<std::string> kDriverOwnedTopLevel = {"dev", "proc", "local", "secrets", "tmp", "alloc"};
+
+std::vector<std::string> listDir(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* de = readdir(d)) {
+      std::string n = de->d_name;
+      if (n != "." && n != "..") out.push_back(n);
+    }
+    closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A volume's mountPath: absolute, no "."/".." or empty components, and clear of what the driver
+// mounts itself (the task dirs, /proc, /sys, /dev) and of the root.
+Status checkMountPath(const std::string& p) {
+  auto bad = [&](const std::string& why) { return Status::invalid("volume mountPath '" + p + "' " + why); };
+  if (p.size() < 2 || p[0] != '/') return bad("must be an absolute path other than /");
+  if (p.back() == '/') return bad("must not end with /");
+  for (size_t pos = 1; pos <= p.size();) {
+    size_t end = p.find('/', pos);
+    if (end == std::string::npos) end = p.size();
+    std::string part = p.substr(pos, end - pos);
+    if (part.empty() || part == "." || part == "..") return bad("must not contain empty, '.' or '..' components");
+    pos = end + 1;
+  }
+  for (const char* reserved : {"/proc", "/sys", "/dev", "/local", "/secrets", "/tmp", "/alloc"}) {
+    std::string r = reserved;
+    if (p == r || p.rfind(r + "/", 0) == 0) return bad("must not be on or under " + r);
+  }
+  return Status::ok();
+}
+
 bool isDirectory(const std::string& p) {
   struct stat st;
   return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
@@ -236,23 +274,34 @@ StatusOr<const sock_fprog*> ExecDriver::seccompProgram() {
 void ExecDriver::buildRoot(StartContext& ctx, const TaskLaunch& launch, const std::string& root,
                            const std::vector<std::string>& devices) {
   ctx.op(MountOpKind::kMount, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m");
-  for (const auto& b : launch.rootBinds) {
+  // {host path, path inside}: the host's directories as they are, or a rootfs tree's top level.
+  // Either way the tree is shared by every task and bound read-only, never copied.
+  std::vector<std::pair<std::string, std::string>> binds;
+  if (!launch.rootfs.empty()) {
+    for (const auto& name : listDir(launch.rootfs)) {
+      if (!kDriverOwnedTopLevel.contains(name)) binds.emplace_back(launch.rootfs + "/" + name, "/" + name);
+    }
+  } else {
+    for (const auto& b : launch.rootBinds) binds.emplace_back(b, b);
+  }
+  for (const auto& [host, inside] : binds) {
     struct stat st;
-    if (b.empty() || b[0] != '/' || lstat(b.c_str(), &st) < 0) continue;  // missing on this host
-    std::string parent = b.substr(0, b.rfind('/'));
+    if (host.empty() || host[0] != '/' || lstat(host.c_str(), &st) < 0) continue;  // missing on this host
+    std::string parent = inside.substr(0, inside.rfind('/'));
     if (!parent.empty()) ctx.mkdirsInRoot(root, parent);
     if (S_ISLNK(st.st_mode)) {
       // e.g. /lib64 -> usr/lib64 on merged-/usr hosts: recreate the link, its target is bound too.
+      // An absolute target resolves inside the new root: links are only followed after pivot_root.
       char target[4096];
-      ssize_t n = readlink(b.c_str(), target, sizeof target - 1);
+      ssize_t n = readlink(host.c_str(), target, sizeof target - 1);
       if (n <= 0) continue;
-      ctx.op(MountOpKind::kSymlink, std::string(target, static_cast<size_t>(n)), root + b);
+      ctx.op(MountOpKind::kSymlink, std::string(target, static_cast<size_t>(n)), root + inside);
     } else if (S_ISDIR(st.st_mode)) {
-      ctx.op(MountOpKind::kMkdir, "", root + b);
-      ctx.op(MountOpKind::kBindReadOnly, b, root + b);
-    } else {
-      ctx.op(MountOpKind::kTouch, "", root + b);
-      ctx.op(MountOpKind::kBindReadOnly, b, root + b);
+      ctx.op(MountOpKind::kMkdir, "", root + inside);
+      ctx.op(MountOpKind::kBindReadOnly, host, root + inside);
+    } else if (S_ISREG(st.st_mode)) {
+      ctx.op(MountOpKind::kTouch, "", root + inside);
+      ctx.op(MountOpKind::kBindReadOnly, host, root + inside);
     }
   }
   struct Writable {
@@ -266,6 +315,12 @@ void ExecDriver::buildRoot(StartContext& ctx, const TaskLaunch& launch, const st
   for (const auto& w : writable) {
     ctx.op(MountOpKind::kMkdir, "", root + w.inside);
     ctx.op(MountOpKind::kBindWritable, w.host, root + w.inside, nullptr, w.extra);
+  }
+  // Volumes: mount points are created in the root's tmpfs (or must already exist inside a
+  // read-only bound directory); start() checked the paths.
+  for (const auto& v : launch.volumes) {
+    ctx.mkdirsInRoot(root, v.mountPath);
+    ctx.op(v.readOnly ? MountOpKind::kBindReadOnly : MountOpKind::kBindWritable, v.hostPath, root + v.mountPath);
   }
 
   // A minimal /dev: the standard nodes bound from the host, a private devpts and shm, and exactly
@@ -347,6 +402,36 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     }
     if (!launch.allocDir.empty() && !isDirectory(launch.allocDir)) {
       return Status::invalid("allocDir '" + launch.allocDir + "' is not a directory");
+    }
+  }
+
+  if (!isolate && (!launch.rootfs.empty() || !launch.volumes.empty())) {
+    return Status::invalid("rootfs and volumes need the exec driver (raw_exec runs in the host's root)");
+  }
+  if (!launch.rootfs.empty()) {
+    struct stat st;
+    if (launch.rootfs[0] != '/' || lstat(launch.rootfs.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
+      return Status::invalid("rootfs '" + launch.rootfs + "' is not an existing absolute directory");
+    }
+  }
+  for (const auto& v : launch.volumes) {
+    if (auto st = checkMountPath(v.mountPath); !st) return st;
+    struct stat st;
+    if (v.hostPath.empty() || v.hostPath[0] != '/' || lstat(v.hostPath.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
+      return Status::invalid("volume source '" + v.hostPath + "' is not an existing directory");
+    }
+    if (launch.rootfs.empty()) continue;
+    // The init mounts by path before pivot_root: a symlink in the (job-supplied) tree on the way
+    // to a mount point would be followed on the host. The tree is the agent's and read-only, so
+    // what is checked here is what the init sees.
+    for (size_t pos = 1; pos <= v.mountPath.size(); ++pos) {
+      if (pos != v.mountPath.size() && v.mountPath[pos] != '/') continue;
+      std::string inTree = launch.rootfs + v.mountPath.substr(0, pos);
+      if (lstat(inTree.c_str(), &st) < 0) break;  // created in the root's tmpfs
+      if (!S_ISDIR(st.st_mode)) {
+        return Status::invalid("volume mountPath '" + v.mountPath + "' crosses a non-directory in the rootfs: " +
+                               v.mountPath.substr(0, pos));
+      }
     }
   }
 

@@ -342,6 +342,8 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
       *slot = *spec;
     }
   }
+  // After the probes: an adopted task needs those even if its root could not be built now.
+  if (auto st = applyTaskRoot(task, config_.root, raw, l); !st) return st;
   for (const auto& s : stringList(kube::find(task, {"command"}))) l.argv.push_back(expand(s, env));
   for (const auto& s : stringList(kube::find(task, {"args"}))) l.argv.push_back(expand(s, env));
   if (l.argv.empty()) return Status::invalid("command: Required value: the task has no command");

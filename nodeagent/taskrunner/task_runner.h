@@ -29,6 +29,7 @@
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
 #include "nodeagent/probes/probe.h"
+#include "nodeagent/taskrunner/task_root.h"
 
 namespace nodeagent {
 
@@ -68,6 +69,7 @@ struct TaskConfig {
   // The allocation's assigned GPUs (vendor, index), given to tasks that ask for a GPU resource.
   std::vector<std::pair<std::string, int>> gpus;
   const GpuInventory* inventory = nullptr;
+  TaskRootConfig root;  // root binds or rootfs tarball, and group volumes (task_root.h)
 };
 
 class TaskRunner {
