@@ -364,7 +364,7 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
     return Status::invalid("resources.requests.memory: Invalid value: must be less than or equal to memory limit");
   }
   // Below a page the kernel cannot account, and the task would be OOM-killed before its execve.
-  if (*memLim > 0 && *memLim / 1000 < 1024 * 1024) {
+  if (*memLim > 0 && *memLim / 1000 < int64_t{1024} * 1024) {
     return Status::invalid("resources.limits.memory: Invalid value: must be at least 1Mi");
   }
   if (*cpuReq > 0) l.limits.cpuShares = std::max<int64_t>(2, *cpuReq * 1024 / 1000);

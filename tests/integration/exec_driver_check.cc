@@ -430,9 +430,11 @@ void checkStop(nodeagent::Driver& d) {
 void checkConcurrentStarts(nodeagent::Driver& d) {
   constexpr int kTasks = 4;
   std::vector<Launched> ls;
+  ls.reserve(kTasks);
   for (int i = 0; i < kTasks; ++i) ls.push_back(makeLaunch("par" + std::to_string(i), sh("echo task-" + std::to_string(i))));
   std::vector<Result> rs(kTasks);
   std::vector<std::thread> threads;
+  threads.reserve(kTasks);
   for (int i = 0; i < kTasks; ++i) threads.emplace_back([&, i] { rs[i] = run(d, ls[i]); });
   for (auto& t : threads) t.join();
   bool ok = true;
