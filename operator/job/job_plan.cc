@@ -674,7 +674,7 @@ Plan planJob(const PlanInput& in) {
       kube::setString(*dep, "message", "version " + std::to_string(V) + " is healthy", a);
       kube::setMember(status, "stableVersion", JsonValue(V), a);
       if (V > 0) p.events.push_back({false, "RolloutSucceeded", "version " + std::to_string(V) + " is healthy"});
-    } else if (canaryPhase && !p.place.empty() == false && anyCanary && !promoted) {
+    } else if (canaryPhase && p.place.empty() && anyCanary && !promoted) {
       kube::setString(*dep, "state", "Paused", a);
       kube::setString(*dep, "message", "canaries placed; set spec.promoteVersion: " + std::to_string(V) + " to continue", a);
     } else if (depState != "Running" && !canaryPhase) {
