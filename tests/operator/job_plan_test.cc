@@ -295,13 +295,23 @@ TEST_CASE("plan: a system job follows the eligible workers") {
   w.keepStatus(p);
   w.add("w1", 0, "Running", kT0, "w1");
   w.add("w2", 0, "Running", kT0, "w2");
-  // w2 leaves: its allocation is stopped; w3 joins: one is placed there.
-  w.workers = {"w1", "w3"};
+  // w2 turns ineligible (drained): its allocation is stopped; w3 joins: one is placed there.
+  w.workers = {"w1", "w2", "w3"};
   w.eligible["app"] = {"w1", "w3"};
+  kube::Json m = kube::cloneJson(*w.allocs[1]);
+  m["spec"].AddMember("migrate", true, m.GetAllocator());
+  w.allocs[1] = kube::shareJson(std::move(m));
   p = w.plan(kT0 + 20s);
   REQUIRE(p.place.size() == 1);
   CHECK(p.place[0].targetWorker == "w3");
   CHECK(p.stop == std::vector<std::string>{allocName("web", "app", "w2", true, 0)});
+  // A deleted worker: what it held counts as lost and is cleared.
+  w.allocs.pop_back();
+  w.add("w2", 0, "Running", kT0, "w2");
+  w.workers = {"w1", "w3"};
+  p = w.plan(kT0 + 30s);
+  CHECK(p.stop.empty());
+  CHECK(p.remove == std::vector<std::string>{allocName("web", "app", "w2", true, 0)});
 }
 
 }  // namespace
