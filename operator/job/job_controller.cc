@@ -441,9 +441,10 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     if (!st && firstError) firstError = st;
   };
   const std::string nowText = kube::formatTime(now);
-  for (const auto& [name, value] : plan.annotate) {
-    auto it = byName.find(name);
+  for (const auto& entry : plan.annotate) {
+    auto it = byName.find(entry.first);
     if (it == byName.end()) continue;
+    const std::optional<std::string>& value = entry.second;
     note(updateAlloc(it->second, [&](Json& o) {
       JsonValue& ann = kube::ensureObject(o["metadata"], "annotations", o.GetAllocator());
       if (value) kube::setString(ann, kAnnHealthySince, *value, o.GetAllocator());

@@ -542,7 +542,7 @@ Plan planJob(const PlanInput& in) {
     } else {
       for (int i = 0; i < g.count; ++i) desiredSlots.insert(std::to_string(i));
     }
-    for (const auto& s : desiredSlots) slots.push_back(s);
+    slots.assign(desiredSlots.begin(), desiredSlots.end());
     std::sort(slots.begin(), slots.end(), [&](const std::string& x, const std::string& y) {
       if (spec.isSystem()) return x < y;
       return std::atoi(x.c_str()) < std::atoi(y.c_str());

@@ -75,7 +75,9 @@ void mutate(kube::Json& doc, std::mt19937& rng, int n) {
       kube::JsonValue* v = stack.back();
       stack.pop_back();
       nodes.push_back(v);
-      if (v->IsObject()) for (auto& m : v->GetObject()) stack.push_back(&m.value);
+      if (v->IsObject()) {
+        for (rapidjson::SizeType k = 0; k < v->MemberCount(); ++k) stack.push_back(&(v->MemberBegin() + k)->value);
+      }
       if (v->IsArray()) for (auto& e : v->GetArray()) stack.push_back(&e);
     }
     kube::JsonValue* target = nodes[rng() % nodes.size()];
