@@ -2,6 +2,7 @@
 // pure core, parseJobSpec and planJob. Nothing may crash, throw, or hang; run it under ASan+UBSan.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <random>
 
 #include "kube/timeutil.h"
@@ -103,7 +104,9 @@ void mutate(kube::Json& doc, std::mt19937& rng, int n) {
 }
 
 TEST_CASE("fuzz: mutated Jobs and Allocations never crash the job controller's core") {
-  std::mt19937 rng(42);
+  // FOXDEN_FUZZ_SEED explores other mutations; the default keeps runs reproducible.
+  const char* seedEnv = std::getenv("FOXDEN_FUZZ_SEED");
+  std::mt19937 rng(seedEnv ? static_cast<unsigned>(std::strtoul(seedEnv, nullptr, 10)) : 42U);
   const TimePoint now = kube::parseTime("2026-11-22T12:00:00Z").value();
   int parsed = 0, planned = 0;
   for (int iter = 0; iter < 3000; ++iter) {
