@@ -53,6 +53,19 @@ std::string workerSignature(const JsonValue& w) {
   return s;
 }
 
+// Runs fn(0..n-1) on up to 8 threads (this one included): a 1,000-allocation group is not 1,000
+// API round trips in a row. fn must be thread-safe; it must not throw.
+void parallelFor(size_t n, const std::function<void(size_t)>& fn) {
+  std::atomic<size_t> next{0};
+  auto run = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < std::min<size_t>(8, n); ++i) threads.emplace_back(run);
+  run();
+  for (auto& t : threads) t.join();
+}
+
 }  // namespace
 
 scheduler::WorkerInfo workerInfoOf(const JsonValue& w) {
@@ -483,40 +496,53 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   std::map<std::string, JsonPtr> byName;
   for (const auto& al : allocs) byName[kube::name(*al)] = al;
   Status firstError;
+  std::mutex noteMu;
   auto note = [&](const Status& st) {
+    std::lock_guard l(noteMu);
     if (!st && firstError) firstError = st;
   };
   const std::string nowText = kube::formatTime(now);
+  // One update per allocation, carrying every edit the plan has for it.
+  using Edit = std::function<void(Json&)>;
+  std::map<std::string, std::vector<Edit>> edits;
   for (const auto& entry : plan.annotate) {
-    auto it = byName.find(entry.first);
-    if (it == byName.end()) continue;
-    const std::optional<std::string>& value = entry.second;
-    note(updateAlloc(it->second, [&](Json& o) {
+    if (!byName.count(entry.first)) continue;
+    std::optional<std::string> value = entry.second;
+    edits[entry.first].push_back([value](Json& o) {
       JsonValue& ann = kube::ensureObject(o["metadata"], "annotations", o.GetAllocator());
       if (value) kube::setString(ann, kAnnHealthySince, *value, o.GetAllocator());
       else kube::removeMember(ann, kAnnHealthySince);
-    }));
+    });
   }
   for (const auto& name : plan.markFailedAt) {
-    auto it = byName.find(name);
-    if (it == byName.end()) continue;
-    note(updateAlloc(it->second, [&](Json& o) {
+    if (!byName.count(name)) continue;
+    edits[name].push_back([nowText](Json& o) {
       kube::setString(kube::ensureObject(o["metadata"], "annotations", o.GetAllocator()), kAnnFailedAt, nowText, o.GetAllocator());
-    }));
+    });
   }
+  auto applyEdits = [&] {
+    std::vector<std::pair<const std::string*, std::vector<Edit>*>> list;
+    list.reserve(edits.size());
+    for (auto& [name, es] : edits) list.emplace_back(&name, &es);
+    parallelFor(list.size(), [&](size_t i) {
+      note(updateAlloc(byName.at(*list[i].first), [&](Json& o) {
+        for (const auto& e : *list[i].second) e(o);
+      }));
+    });
+    edits.clear();
+  };
+  applyEdits();
   if (!firstError) return firstError;  // annotations changed resourceVersions: start over from the cache
   std::set<std::string> stopped;
-  auto stopAlloc = [&](const std::string& name, const std::string& why) {
-    auto it = byName.find(name);
-    if (it == byName.end() || !stopped.insert(name).second) return;
-    note(updateAlloc(it->second, [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); }));
-    if (!why.empty()) event(*job, {false, "Stopping", "allocation " + name + ": " + why});
-  };
-  for (const auto& name : plan.stop) stopAlloc(name, "");
+  const Edit stopEdit = [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); };
+  for (const auto& name : plan.stop) {
+    if (byName.count(name) && stopped.insert(name).second) edits[name].push_back(stopEdit);
+  }
   for (const auto& name : plan.uncanary) {
     if (stopped.count(name) || !byName.count(name)) continue;
-    note(updateAlloc(byName[name], [](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); }));
+    edits[name].push_back([](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); });
   }
+  applyEdits();
   for (const auto& name : plan.remove) {
     auto it = byName.find(name);
     if (it == byName.end()) continue;
@@ -582,19 +608,10 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       note(updateAlloc(v, [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); }));
       event(*job, {false, "Preempted", "stopping lower-priority allocation " + victim + " to make room"});
     }
-    // Creates go out on up to 8 connections at once: a 1,000-allocation group is not 1,000 round
-    // trips in a row.
-    std::atomic<size_t> next{0};
-    auto send = [&] {
-      for (size_t i; (i = next.fetch_add(1)) < toCreate.size();) {
-        auto r = ctx_.client->create(kAllocations.withNamespace(ns), toCreate[i].obj);
-        toCreate[i].result = r ? Status::ok() : r.status();
-      }
-    };
-    std::vector<std::thread> senders;
-    for (size_t i = 1; i < std::min<size_t>(8, toCreate.size()); ++i) senders.emplace_back(send);
-    send();
-    for (auto& t : senders) t.join();
+    parallelFor(toCreate.size(), [&](size_t i) {
+      auto r = ctx_.client->create(kAllocations.withNamespace(ns), toCreate[i].obj);
+      toCreate[i].result = r ? Status::ok() : r.status();
+    });
     for (auto& c : toCreate) {
       std::string name = kube::name(c.obj), worker = kube::getString(c.obj, {"spec", "workerName"});
       if (!c.result && c.result.code() != 409) {
@@ -608,7 +625,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       placements_->inc();
       const PlaceRequest* pr = c.req;
       if (!pr->replaces.empty()) {
-        stopAlloc(pr->replaces, "");
+        if (byName.count(pr->replaces) && stopped.insert(pr->replaces).second) edits[pr->replaces].push_back(stopEdit);
         event(*job, {false, "Replaced", "allocation " + name + " on " + worker + " replaces " + pr->replaces});
       } else if (!pr->previous.empty()) {
         event(*job, {false, "Rescheduled", "allocation " + name + " on " + worker + " replaces failed " + pr->previous});
@@ -617,6 +634,8 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       }
     }
   }
+
+  applyEdits();  // stop what the new allocations replace
 
   // Status, last, only when it changed.
   finishStatus(plan.status, unplaced, gen, now);
