@@ -665,6 +665,13 @@ Plan planJob(const PlanInput& in) {
   }
 
   // ---- deployment state -------------------------------------------------------------------
+  if (dep && depState == "Reverted" && kube::getInt(*dep, {"version"}) == V && stable) {
+    // The revert was decided (and recorded) but the spec write did not happen: write it again.
+    const Versions::Entry* st = versions.find(*stable);
+    if (st != nullptr && st->hash != spec.templateHash && kube::find(*st->json, {"template"})) {
+      p.specUpdate = specWithTemplate(*kube::find(job, {"spec"}), *kube::find(*st->json, {"template"}));
+    }
+  }
   if (depActive) {
     if (!failure.empty()) {
       std::string msg = "version " + std::to_string(V) + " failed: " + failure;

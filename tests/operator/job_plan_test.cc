@@ -156,6 +156,11 @@ TEST_CASE("plan: a failed new allocation fails the rollout and autoRevert goes b
   bool reverted = false;
   for (const auto& e : p.events) reverted |= e.reason == "RolloutReverted";
   CHECK(reverted);
+  // Crash between the status write and the spec write: the revert is written again.
+  w.keepStatus(p);
+  Plan again = w.plan(kT0 + 26s);
+  REQUIRE(again.specUpdate);
+  CHECK(std::string((*again.specUpdate)["groups"][0]["tasks"][0]["command"][0].GetString()) == "v1");
 }
 
 TEST_CASE("plan: rollbackTo copies a kept version's template and keeps the counts") {
