@@ -543,6 +543,19 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     edits[name].push_back([](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); });
   }
   applyEdits();
+  // One Event per reason, not per allocation: suspending 1,000 allocations is one decision.
+  std::map<std::string, std::vector<std::string>> stopsByReason;
+  for (const auto& name : stopped) {
+    auto r = plan.stopReasons.find(name);
+    stopsByReason[r == plan.stopReasons.end() ? "stopped" : r->second].push_back(name);
+  }
+  for (const auto& [why, names] : stopsByReason) {
+    std::string list;
+    for (size_t i = 0; i < names.size() && i < 3; ++i) list += (i ? ", " : "") + names[i];
+    if (names.size() > 3) list += ", ...";
+    event(*job, {false, "Stopping", "stopping " + std::to_string(names.size()) + " allocation" + (names.size() > 1 ? "s" : "") +
+                                        " (" + list + "): " + why});
+  }
   for (const auto& name : plan.remove) {
     auto it = byName.find(name);
     if (it == byName.end()) continue;
