@@ -112,7 +112,7 @@ class FrameReader {
         p += take + 1;
         n -= take + 1;
         unsigned long long index = 0, offset = 0, length = 0;
-        if (std::sscanf(header_.c_str(), "%llu:%llu %llu", &index, &offset, &length) != 3 || length == 0) {
+        if (std::sscanf(header_.c_str(), "%llu:%llu %llu", &index, &offset, &length) != 3) {
           err = "malformed frame header from the agent: \"" + header_ + "\"";
           return false;
         }
@@ -120,6 +120,13 @@ class FrameReader {
         index_ = index;
         offset_ = offset;
         remaining_ = length;
+        if (length == 0) {
+          // The agent could not resume where we asked: the files in between were rotated away
+          // while we were disconnected. Say so; the stream goes on from here.
+          std::cerr << "foxden logs: output before " << index << ":" << offset
+                    << " was rotated away before it could be read\n";
+          cursor_ = std::to_string(index) + ":" + std::to_string(offset);
+        }
         continue;
       }
       size_t take = std::min<size_t>(n, remaining_);
@@ -198,7 +205,8 @@ std::optional<Failure> fetch(const Endpoint& ep, const std::string& token, const
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();
-      http::read(stream, buf, parser, ec);
+      // read_some: whatever has arrived (read() would wait for the whole 64 KiB of a quiet task).
+      http::read_some(stream, buf, parser, ec);
       if (ec == http::error::need_buffer) ec = {};
       size_t n = chunk.size() - parser.get().body().size;
       if (code != 200) {

@@ -187,6 +187,9 @@ TEST_CASE("reader: cursors, tail and a follower across rotations") {
   REQUIRE(r.write(third.data(), third.size()) == 0);
   LogFollower old(d.path, "stdout", Cursor{0, 5});
   std::string tailEnd = drain(old);
+  CHECK(old.takeSkipped());
+  CHECK_FALSE(old.takeSkipped());
+  CHECK_FALSE(f.takeSkipped());
   CHECK(tailEnd.size() > 0);
   CHECK((first + second + third).ends_with(tailEnd));
   r.close();
