@@ -5,7 +5,7 @@
 # dead does not block the task; hostile requests get clear errors and the endpoint keeps serving.
 source "$(dirname "$0")/lib/common.sh"
 start_server
-NODE=logs-w1
+NODE=logs-w1-$$  # unique per run: two runs of this test must not adopt each other's task cgroups
 AGENT_DATA="$WORK/agent"
 AGENT_PID=""
 FOLLOW_PID=""
@@ -72,7 +72,7 @@ sha=$(jp worker $NODE '{.status.agentEndpoint.certificateSHA256}')
 # TokenReview: faithful to authentication.k8s.io/v1.
 review() { printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"%s"}}' "$1" | k 1.32 create -f - -o json; }
 expect_contains "TokenReview: admin token authenticates" '"system:masters"' review "$ADMIN_TOKEN"
-expect_contains "TokenReview: worker token authenticates" '"system:foxden-worker:logs-w1"' review "$WORKER_TOKEN"
+expect_contains "TokenReview: worker token authenticates" "\"system:foxden-worker:$NODE\"" review "$WORKER_TOKEN"
 out=$(review "fxw.logs-w1.nope" 2>&1 || true)
 grep -q '"authenticated": true' <<<"$out" && fail "bad token authenticated: $out" || pass
 expect_fail_contains "TokenReview without a token" "token is required" \
@@ -82,10 +82,10 @@ expect_contains "TokenReview is create-only in discovery" "create" k 1.32 api-re
 curl_api() { curl -sk -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(curl_api -X GET -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$PORT/apis/authentication.k8s.io/v1/tokenreviews")" = 405 ] && pass || fail "TokenReview list is 405"
 
-# A task printing a numbered line every ~20 ms to stdout, and one to stderr, into 4Ki files x 3:
-# a rotation every ~10 s, so the files hold ~20 s more than the current one (the outage below
-# must stay shorter, even under ASan).
-alloc ticker '[{"name":"main","command":["/bin/sh","-c","i=0; while :; do i=$((i+1)); echo \"n=$i fox\"; echo \"e=$i\" >&2; sleep 0.02; done"],
+# A task printing a numbered line every ~50 ms to stdout, and one to stderr, into 4Ki files x 3:
+# a rotation every ~20 s, so the files hold ~40 s more than the current one (the agent's outage
+# below must stay shorter, even under ASan on a loaded machine).
+alloc ticker '[{"name":"main","command":["/bin/sh","-c","i=0; while :; do i=$((i+1)); echo \"n=$i fox\"; echo \"e=$i\" >&2; sleep 0.05; done"],
   "logs":{"maxFiles":3,"maxFileSize":"4Ki"}}]'
 wait_for "ticker Running" state_is ticker Running
 pid1=$(jp allocation ticker '{.status.tasks[0].pid}')
@@ -100,6 +100,11 @@ last_index() { ls "$LOGDIR" | sed -n 's/^stdout\.//p' | sort -n | tail -1; }
 index_at_least() { [ "$(last_index)" -ge "$1" ]; }
 wait_for "follow streams lines" more_than 50
 wait_for "a first rotation" index_at_least 1
+# Kill only once the follower has caught up: what it may lose is then bounded by the outage alone.
+newest_line() { tail -n1 "$LOGDIR/stdout.$(last_index)" | sed -n 's/^n=\([0-9]*\) fox$/\1/p'; }
+followed_line() { tail -n2 "$WORK/follow.out" | sed -n 's/^n=\([0-9]*\) fox$/\1/p' | tail -1; }
+caught_up() { local w f; w=$(newest_line); f=$(followed_line); [ -n "$w" ] && [ -n "$f" ] && [ "$f" -ge $((w - 5)) ]; }
+wait_for "follow catches up" caught_up
 # kill -9 the agent while lines flow; rotations go on while it is away.
 stop_agent -KILL
 idx_dead=$(last_index)
@@ -107,7 +112,7 @@ sleep 1
 kill -0 "$pid1" 2>/dev/null && pass || fail "task survives the agent's kill -9"
 n_dead=$(lines)
 start_agent
-wait_for "follow resumes after the restart" more_than $((n_dead + 100))
+wait_for "follow resumes after the restart" more_than $((n_dead + 40))
 wait_for "two more rotations" index_at_least $((idx_dead + 2))
 wait_for "follow keeps up" more_than $(($(lines) + 20))
 stop_follow
@@ -151,9 +156,9 @@ wait_for "the restarted agent publishes its new endpoint" new_endpoint
 # Hostile input on the agent endpoint. curl -k: the tests do not pin; foxden logs does.
 AG="https://127.0.0.1:$(endpoint_port)"
 code() { curl -sk --path-as-is -o "$WORK/body" -w '%{http_code}' --max-time 10 "$@" || true; }
-agent_up() { [ "$(code "$AG/healthz")" = 200 ]; }
-wait_for "agent endpoint up" agent_up
 A=(-H "Authorization: Bearer $ADMIN_TOKEN")
+agent_serving() { [ "$(code "${A[@]}" "$AG/logs/default/ticker/main?tail=1")" = 200 ]; }
+wait_for "agent serving again (allocation cache synced)" agent_serving
 [ "$(code "$AG/logs/default/ticker/main?tail=1")" = 401 ] && grep -q '"kind":"Status"' "$WORK/body" && pass || fail "no token -> 401 Status"
 [ "$(code -H "Authorization: Bearer fxa.wrong" "$AG/logs/default/ticker/main?tail=1")" = 401 ] && pass || fail "bad token -> 401"
 [ "$(code -H "Authorization: Basic Zm9vOmJhcg==" "$AG/logs/default/ticker/main?tail=1")" = 401 ] && pass || fail "basic auth -> 401"
@@ -224,19 +229,20 @@ msg_has() { jp allocation toosmall '{.status.tasks[0].message}' | grep -q "logs.
 wait_for "too small maxFileSize is a StartError naming the field" msg_has
 
 # A follower ends when its allocation is deleted.
-logs_bg ticker -f >/dev/null 2>&1 &
+logs_bg ticker -f >/dev/null 2>"$WORK/follow2.err" &
 FOLLOW_PID=$!
 sleep 1
 k 1.32 delete allocation ticker --wait=false >/dev/null
 follower_done() { ! kill -0 "$FOLLOW_PID" 2>/dev/null; }
 wait_for "follow ends when the allocation is gone" follower_done
-wait "$FOLLOW_PID" && pass || fail "follow exits 0 after the allocation is gone"
+wait "$FOLLOW_PID" && pass || fail "follow exits 0 after the allocation is gone: $(cat "$WORK/follow2.err")"
 FOLLOW_PID=""
 
 k 1.32 delete allocations --all --wait=false >/dev/null
 ticker_gone() { ! kill -0 "$pid1" 2>/dev/null; }
 wait_for "tasks stopped" ticker_gone
-sleep 1
+no_task_cgroups() { [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ]; }
+wait_for "task cgroups removed" no_task_cgroups
 stop_agent
 rm_cgroups
 leftover=$( (ls -d /sys/fs/cgroup/*/foxden-$NODE* 2>/dev/null || true) | wc -l)
