@@ -3,8 +3,8 @@
 //
 // Files are `<base>.<index>` in one directory (Nomad's naming: stdout.0, stdout.1, ...). The index
 // only grows; at most `maxFiles` files are kept, the oldest deleted at each rotation. A line is
-// never split across two files unless it is longer than `maxFileSize` on its own (or was written
-// in pieces more than LogPipe::kHoldMillis apart). A restarted task continues the numbering: open()
+// never split across two files unless it is longer than `maxFileSize` on its own (or took longer
+// than LogPipe::kHoldMillis to complete). A restarted task continues the numbering: open()
 // finds the highest index and appends to it while it has room.
 //
 // Everything here runs in the init, a child cloned from the multi-threaded agent: only raw
