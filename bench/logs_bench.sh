@@ -14,7 +14,15 @@ start_server
 "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$WORK/agent" \
   --listen 127.0.0.1:0 >"$WORK/agent.log" 2>&1 &
 AGENT=$!
-trap 'k 1.32 delete allocations --all --wait=false >/dev/null 2>&1 || true; sleep 2; kill $AGENT 2>/dev/null || true; cleanup' EXIT
+finish_bench() {
+  k 1.32 delete allocations --all --wait=false >/dev/null 2>&1 || true
+  sleep 2
+  kill $AGENT 2>/dev/null || true
+  wait $AGENT 2>/dev/null || true
+  for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+  cleanup
+}
+trap finish_bench EXIT
 jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
 # The task times itself: `yes` writes 100-byte lines as fast as the pipe takes them.
 k 1.32 apply -f - >/dev/null <<JSON

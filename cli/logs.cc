@@ -90,6 +90,8 @@ struct Endpoint {
 struct Failure {
   std::string message;
   bool retry = false;
+  int code = 0;  // the agent's HTTP status, when it answered
+  bool allocationGone = false;  // the API says the allocation does not exist
 };
 
 // Frames: "<index>:<offset> <length>\n" then <length> bytes. Writes data to stdout as it comes and
@@ -112,7 +114,7 @@ class FrameReader {
         p += take + 1;
         n -= take + 1;
         unsigned long long index = 0, offset = 0, length = 0;
-        if (std::sscanf(header_.c_str(), "%llu:%llu %llu", &index, &offset, &length) != 3 || length == 0) {
+        if (std::sscanf(header_.c_str(), "%llu:%llu %llu", &index, &offset, &length) != 3) {
           err = "malformed frame header from the agent: \"" + header_ + "\"";
           return false;
         }
@@ -120,6 +122,13 @@ class FrameReader {
         index_ = index;
         offset_ = offset;
         remaining_ = length;
+        if (length == 0) {
+          // The agent could not resume where we asked: the files in between were rotated away
+          // while we were disconnected. Say so; the stream goes on from here.
+          std::cerr << "foxden logs: output before " << index << ":" << offset
+                    << " was rotated away before it could be read\n";
+          cursor_ = std::to_string(index) + ":" + std::to_string(offset);
+        }
         continue;
       }
       size_t take = std::min<size_t>(n, remaining_);
@@ -198,7 +207,8 @@ std::optional<Failure> fetch(const Endpoint& ep, const std::string& token, const
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();
-      http::read(stream, buf, parser, ec);
+      // read_some: whatever has arrived (read() would wait for the whole 64 KiB of a quiet task).
+      http::read_some(stream, buf, parser, ec);
       if (ec == http::error::need_buffer) ec = {};
       size_t n = chunk.size() - parser.get().body().size;
       if (code != 200) {
@@ -212,7 +222,7 @@ std::optional<Failure> fetch(const Endpoint& ep, const std::string& token, const
         return Failure{"the connection to the agent broke: " + ec.message(), true};
       }
     }
-    if (code != 200) return Failure{statusMessage(errBody, code), code == 503 || code >= 500};
+    if (code != 200) return Failure{statusMessage(errBody, code), code == 503 || code >= 500, code};
     stream.shutdown(ec);  // the agent may already be gone; the data is what counted
     return std::nullopt;
   } catch (const std::exception& e) {
@@ -247,7 +257,7 @@ int runLogs(const LogsOptions& o) {
     auto alloc = client.get(kAllocations.withNamespace(ns).withName(o.allocation));
     if (!alloc) {
       if (alloc.status().code() == 404) {
-        return Failure{"allocation \"" + o.allocation + "\" not found in namespace \"" + ns + "\"", false};
+        return Failure{"allocation \"" + o.allocation + "\" not found in namespace \"" + ns + "\"", false, 0, true};
       }
       return Failure{alloc.status().message(), alloc.status().code() >= 500 || alloc.status().code() == 0};
     }
@@ -298,10 +308,13 @@ int runLogs(const LogsOptions& o) {
 
   std::string cursor;  // the next byte to ask for, once known
   auto backoff = std::chrono::milliseconds(200);
+  bool found = false;  // the allocation existed: its disappearance later ends a follow normally
   for (;;) {
     Endpoint ep;
     auto f = resolve(ep);
+    if (f && found && o.follow && f->allocationGone) return 0;
     if (!f) {
+      found = true;
       std::string target = "/logs/" + ns + "/" + o.allocation + "/" + task + "?frames=true";
       target += std::string("&stream=") + (o.stderrStream ? "stderr" : "stdout");
       if (!cursor.empty()) {
@@ -314,17 +327,21 @@ int runLogs(const LogsOptions& o) {
       f = fetch(ep, cfg->bearerToken, target, cursor);
       if (!f && !o.follow) return 0;
       if (cursor != before) backoff = std::chrono::milliseconds(200);  // progress: start over
-      if (!f) {
-        // A clean end while following: the allocation is gone, or the agent is shutting down.
+      if (o.follow && (!f || f->code == 404)) {
+        // A clean end, or an agent that no longer knows the allocation: it is gone (done), or the
+        // agent is shutting down or has not caught up with the API yet (retry).
         auto gone = client.get(kAllocations.withNamespace(ns).withName(o.allocation));
         if (!gone && gone.status().code() == 404) return 0;
-        f = Failure{"the agent ended the stream", true};
+        if (!f) f = Failure{"the agent ended the stream", true};
+        f->retry = true;
       }
     }
     if (!o.follow || !f->retry) return fail(f->message);
-    std::cerr << "foxden logs: " << f->message << "; retrying in " << backoff.count() << " ms\n";
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    // An agent that answers 503 is up and catching up: ask again soon, without growing the delay.
+    auto delay = f->code == 503 ? std::chrono::milliseconds(500) : backoff;
+    std::cerr << "foxden logs: " << f->message << "; retrying in " << delay.count() << " ms\n";
+    std::this_thread::sleep_for(delay);
+    if (f->code != 503) backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
 }
 

@@ -361,18 +361,20 @@ int taskInitMain(void* arg) {
   bool taskDone = false;
   while (!taskDone) {
     pollfd pfds[3] = {{sigFd, POLLIN, 0}, {gStdout.fd, POLLIN, 0}, {gStderr.fd, POLLIN, 0}};
-    bool holding = gStdout.holding() || gStderr.holding();
-    int pr = poll(pfds, 3, holding ? logs::LogPipe::kHoldMillis : -1);
-    if (pr < 0) continue;  // EINTR
-    if (pr == 0) {
-      // Idle: a partial line (a prompt, a progress bar) goes out rather than wait for its end.
-      gStdout.flush();
-      gStderr.flush();
-      continue;
+    // A held partial line (a prompt, a progress bar) goes out when due rather than wait for its end.
+    int64_t now = logs::monotonicMs();
+    int64_t timeout = -1;
+    for (logs::LogPipe* p : pipes) {
+      int64_t due = p->dueInMs(now);
+      if (due >= 0 && (timeout < 0 || due < timeout)) timeout = due;
     }
+    int pr = poll(pfds, 3, static_cast<int>(timeout));
+    now = logs::monotonicMs();
     for (int i = 0; i < 2; ++i) {
-      if (pfds[i + 1].revents != 0) (void)pipes[i]->pump();
+      if (pr > 0 && pfds[i + 1].revents != 0) (void)pipes[i]->pump(now);
+      if (pipes[i]->dueInMs(now) == 0) pipes[i]->flush();
     }
+    if (pr <= 0) continue;  // timeout or EINTR
     if (pfds[0].revents == 0) continue;
     signalfd_siginfo si;
     while (read(sigFd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
@@ -397,7 +399,7 @@ int taskInitMain(void* arg) {
   for (logs::LogPipe* p : pipes) {
     if (p->fd < 0) continue;
     fcntl(p->fd, F_SETFL, O_NONBLOCK);
-    for (int i = 0; i < 256 && p->pump() > 0; ++i) {
+    for (int i = 0; i < 256 && p->pump(logs::monotonicMs()) > 0; ++i) {
     }
     p->flush();
     p->rotator.close();

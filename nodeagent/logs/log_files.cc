@@ -143,6 +143,7 @@ Cursor LogFollower::next(std::string& out, size_t max) {
         auto it = std::upper_bound(idx.begin(), idx.end(), cur_.index);
         if (it == idx.end()) return cur_;
         cur_ = {*it, 0};
+        skipped_ = true;
         continue;
       }
     }

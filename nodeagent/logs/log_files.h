@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kube/json.h"
@@ -58,6 +59,8 @@ class LogFollower {
   // follower jumps to the oldest file still there (the bytes in between are gone).
   Cursor next(std::string& out, size_t max);
   Cursor cursor() const { return cur_; }
+  // True once after next() had to skip bytes that were rotated away (then clears).
+  bool takeSkipped() { return std::exchange(skipped_, false); }
 
  private:
   std::string path(uint64_t index) const;
@@ -67,6 +70,7 @@ class LogFollower {
   const std::string base_;
   Cursor cur_;
   int fd_ = -1;
+  bool skipped_ = false;
 };
 
 }  // namespace nodeagent::logs

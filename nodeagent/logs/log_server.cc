@@ -344,6 +344,10 @@ void LogServer::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) 
       if (c.index == end.index) max = static_cast<size_t>(std::min<uint64_t>(max, end.offset - c.offset));
     }
     Cursor at = follower.next(chunk, max);
+    if (follower.takeSkipped() && q->frames) {
+      // A zero-length frame: "resumed here; what came before it is gone".
+      if (!w.write(formatCursor(at) + " 0\n")) return;
+    }
     if (!chunk.empty()) {
       if (q->frames) chunk.insert(0, formatCursor(at) + " " + std::to_string(chunk.size()) + "\n");
       if (!w.write(chunk)) return;

@@ -13,7 +13,8 @@
 // The response carries `X-Foxden-Log-Cursor: <index>:<offset>`, the cursor of its first byte. With
 // frames=true the body is a sequence of `<index>:<offset> <length>\n` + <length> bytes, so a client
 // always knows the cursor of the next byte and can resume after a reconnect (foxden logs -f) with
-// neither gap nor repeat. Errors are Kubernetes Status JSON: 401 without a valid token, 403 for
+// neither gap nor repeat; a zero-length frame says the stream jumped there because the bytes
+// before it were rotated away. Errors are Kubernetes Status JSON: 401 without a valid token, 403 for
 // identities other than the cluster admin, 400 for malformed names and parameters, 404 for an
 // unknown allocation or task, 503 while the agent cannot tell (starting, API unreachable).
 //

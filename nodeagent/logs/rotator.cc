@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 namespace nodeagent::logs {
 namespace {
@@ -178,7 +179,19 @@ void Rotator::close() {
   fd_ = -1;
 }
 
-ssize_t LogPipe::pump() {
+int64_t monotonicMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t LogPipe::dueInMs(int64_t nowMs) const {
+  if (len_ == 0) return -1;
+  int64_t due = heldSinceMs_ + kHoldMillis - nowMs;
+  return due > 0 ? due : 0;
+}
+
+ssize_t LogPipe::pump(int64_t nowMs) {
   if (fd < 0) return 0;
   ssize_t n;
   do n = ::read(fd, buf_ + len_, kBufferSize - len_);
@@ -190,18 +203,24 @@ ssize_t LogPipe::pump() {
     flush();
     return 0;
   }
+  bool wasHolding = len_ > 0;
   len_ += static_cast<size_t>(n);
-  // Complete lines go out now; a trailing partial line waits for its end (or the idle flush),
+  // Complete lines go out now; a trailing partial line waits for its end (or kHoldMillis),
   // unless it fills the whole buffer.
   const void* nl = memrchr(buf_, '\n', len_);
   if (nl == nullptr) {
-    if (len_ == kBufferSize) flush();
+    if (len_ == kBufferSize) {
+      flush();
+    } else if (!wasHolding) {
+      heldSinceMs_ = nowMs;
+    }
     return n;
   }
   size_t whole = static_cast<size_t>(static_cast<const char*>(nl) - buf_) + 1;
   (void)rotator.write(buf_, whole);
   std::memmove(buf_, buf_ + whole, len_ - whole);
   len_ -= whole;
+  heldSinceMs_ = nowMs;  // what is left is a new partial line
   return n;
 }
 

@@ -3,8 +3,8 @@
 //
 // Files are `<base>.<index>` in one directory (Nomad's naming: stdout.0, stdout.1, ...). The index
 // only grows; at most `maxFiles` files are kept, the oldest deleted at each rotation. A line is
-// never split across two files unless it is longer than `maxFileSize` on its own (or was written
-// in pieces more than LogPipe::kHoldMillis apart). A restarted task continues the numbering: open()
+// never split across two files unless it is longer than `maxFileSize` on its own (or took longer
+// than LogPipe::kHoldMillis to complete). A restarted task continues the numbering: open()
 // finds the highest index and appends to it while it has room.
 //
 // Everything here runs in the init, a child cloned from the multi-threaded agent: only raw
@@ -51,7 +51,8 @@ class Rotator {
 
 // One output stream of the task: its pipe's read end, a 64 KiB buffer, and the rotator. Holds a
 // trailing partial line (up to the buffer) so that block-buffered writers, whose writes end
-// anywhere, still rotate on line boundaries; flush() writes it when the pipe stays idle.
+// anywhere, still rotate on line boundaries; a partial line held for kHoldMillis is written anyway
+// (prompts, progress bars redrawn with '\r').
 class LogPipe {
  public:
   static constexpr size_t kBufferSize = size_t{64} * 1024;
@@ -61,13 +62,20 @@ class LogPipe {
   int fd = -1;  // the pipe's read end; -1 once at EOF
 
   // One read(): > 0 bytes taken, 0 at EOF (fd closed, buffer flushed), -errno (EAGAIN: nothing).
-  ssize_t pump();
+  // `nowMs` is CLOCK_MONOTONIC in milliseconds.
+  ssize_t pump(int64_t nowMs);
   void flush();
   bool holding() const { return len_ > 0; }
+  // Milliseconds until the held partial line is due (0: now), -1 when nothing is held.
+  int64_t dueInMs(int64_t nowMs) const;
 
  private:
   char buf_[kBufferSize];
   size_t len_ = 0;
+  int64_t heldSinceMs_ = 0;  // when the partial line in buf_ started waiting
 };
+
+// CLOCK_MONOTONIC in milliseconds (async-signal-safe).
+int64_t monotonicMs();
 
 }  // namespace nodeagent::logs

@@ -5,7 +5,7 @@
 # dead does not block the task; hostile requests get clear errors and the endpoint keeps serving.
 source "$(dirname "$0")/lib/common.sh"
 start_server
-NODE=logs-w1
+NODE=logs-w1-$$  # unique per run: two runs of this test must not adopt each other's task cgroups
 AGENT_DATA="$WORK/agent"
 AGENT_PID=""
 FOLLOW_PID=""
@@ -14,13 +14,25 @@ WORKER_TOKEN=$(sed -n 's/^ *token: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$WORK/work
 ADMIN_TOKEN=$(admin_token)
 
 start_agent() {
-  "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$AGENT_DATA" \
+  # Under ASan: full stacks, so that tests/lsan.supp's libcpprest entry matches cpprest's TLS state
+  # kept past exit (the fast unwinder stops inside libcrypto, before reaching libcpprest).
+  LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}fast_unwind_on_malloc=0" "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$AGENT_DATA" \
     --listen 127.0.0.1:0 --heartbeat-ms 500 >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
 }
 stop_agent() { [ -n "$AGENT_PID" ] && kill "${1:--TERM}" "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=""; }
-stop_follow() { [ -n "$FOLLOW_PID" ] && kill "$FOLLOW_PID" 2>/dev/null; wait "$FOLLOW_PID" 2>/dev/null || true; FOLLOW_PID=""; }
-trap 'stop_follow; k 1.32 delete allocations --all --wait=false >/dev/null 2>&1 || true; sleep 1; stop_agent -TERM; cleanup' EXIT
+stop_follow() { if [ -n "$FOLLOW_PID" ]; then kill "$FOLLOW_PID" 2>/dev/null || true; wait "$FOLLOW_PID" 2>/dev/null || true; fi; FOLLOW_PID=""; }
+rm_cgroups() {
+  for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+}
+teardown() {
+  stop_follow
+  if [ -n "$AGENT_PID" ]; then k 1.32 delete allocations --all --wait=false >/dev/null 2>&1 || true; sleep 2; fi
+  stop_agent -TERM
+  rm_cgroups
+  cleanup
+}
+trap teardown EXIT
 
 jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
 wait_for() {  # wait_for DESCRIPTION COMMAND... : retries until the command succeeds (safety net 60 s)
@@ -41,11 +53,13 @@ state_is() { [ "$(jp allocation "$1" '{.status.tasks[0].state}')" = "$2" ]; }
 endpoint_port() { jp worker $NODE '{.status.agentEndpoint.port}'; }
 has_endpoint() { [ -n "$(endpoint_port)" ] && [ -n "$(jp worker $NODE '{.status.agentEndpoint.certificateSHA256}')" ]; }
 logs() { "$FOXDEN_BIN/foxden" logs --kubeconfig "$KUBECONFIG_FILE" "$@"; }
-# Every line of FILE must be "n=<N> the quick brown fox" with N consecutive (a last line cut short
+# In the background, `exec` so that $! is foxden itself (killing a subshell would leave it running).
+logs_bg() { exec "$FOXDEN_BIN/foxden" logs --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+# Every line of FILE must be "n=<N> fox" with N consecutive (a last line cut short
 # by stopping the reader excepted): prints "first last count".
 consecutive() {
   awk -F'[= ]' '{ if (pending) { print "malformed line " NR - 1 ": " pending > "/dev/stderr"; bad = 1; pending = "" }
-                  if ($0 !~ /^n=[0-9]+ the quick brown fox$/) { pending = $0; next }
+                  if ($0 !~ /^n=[0-9]+ fox$/) { pending = $0; next }
                   n = $2 + 0; if (seen && n != prev + 1) { print "gap or repeat after " prev ": " n > "/dev/stderr"; bad = 1 }
                   if (!seen) first = n; prev = n; seen = 1; count++ }
                 END { print first, prev, count; exit (bad || !seen) }' "$1"
@@ -60,7 +74,7 @@ sha=$(jp worker $NODE '{.status.agentEndpoint.certificateSHA256}')
 # TokenReview: faithful to authentication.k8s.io/v1.
 review() { printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"%s"}}' "$1" | k 1.32 create -f - -o json; }
 expect_contains "TokenReview: admin token authenticates" '"system:masters"' review "$ADMIN_TOKEN"
-expect_contains "TokenReview: worker token authenticates" '"system:foxden-worker:logs-w1"' review "$WORKER_TOKEN"
+expect_contains "TokenReview: worker token authenticates" "\"system:foxden-worker:$NODE\"" review "$WORKER_TOKEN"
 out=$(review "fxw.logs-w1.nope" 2>&1 || true)
 grep -q '"authenticated": true' <<<"$out" && fail "bad token authenticated: $out" || pass
 expect_fail_contains "TokenReview without a token" "token is required" \
@@ -70,26 +84,39 @@ expect_contains "TokenReview is create-only in discovery" "create" k 1.32 api-re
 curl_api() { curl -sk -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(curl_api -X GET -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$PORT/apis/authentication.k8s.io/v1/tokenreviews")" = 405 ] && pass || fail "TokenReview list is 405"
 
-# A task printing a numbered line every ~20 ms to stdout, and one to stderr, into 4Ki files x 3.
-alloc ticker '[{"name":"main","command":["/bin/sh","-c","i=0; while :; do i=$((i+1)); echo \"n=$i the quick brown fox\"; echo \"e=$i\" >&2; sleep 0.02; done"],
+# A task printing a numbered line every ~50 ms to stdout, and one to stderr, into 4Ki files x 3:
+# a rotation every ~20 s, so the files hold ~40 s more than the current one (the agent's outage
+# below must stay shorter, even under ASan on a loaded machine).
+alloc ticker '[{"name":"main","command":["/bin/sh","-c","i=0; while :; do i=$((i+1)); echo \"n=$i fox\"; echo \"e=$i\" >&2; sleep 0.05; done"],
   "logs":{"maxFiles":3,"maxFileSize":"4Ki"}}]'
 wait_for "ticker Running" state_is ticker Running
 pid1=$(jp allocation ticker '{.status.tasks[0].pid}')
 uid=$(jp allocation ticker '{.metadata.uid}')
 LOGDIR="$AGENT_DATA/allocs/$uid/main/logs"
 
-logs ticker -f >"$WORK/follow.out" 2>"$WORK/follow.err" &
+logs_bg ticker -f >"$WORK/follow.out" 2>"$WORK/follow.err" &
 FOLLOW_PID=$!
 lines() { wc -l <"$WORK/follow.out"; }
 more_than() { [ "$(lines)" -gt "$1" ]; }
+last_index() { ls "$LOGDIR" | sed -n 's/^stdout\.//p' | sort -n | tail -1; }
+index_at_least() { [ "$(last_index)" -ge "$1" ]; }
 wait_for "follow streams lines" more_than 50
+wait_for "a first rotation" index_at_least 1
+# Kill only once the follower has caught up: what it may lose is then bounded by the outage alone.
+newest_line() { tail -n1 "$LOGDIR/stdout.$(last_index)" | sed -n 's/^n=\([0-9]*\) fox$/\1/p'; }
+followed_line() { tail -n2 "$WORK/follow.out" | sed -n 's/^n=\([0-9]*\) fox$/\1/p' | tail -1; }
+caught_up() { local w f; w=$(newest_line); f=$(followed_line); [ -n "$w" ] && [ -n "$f" ] && [ "$f" -ge $((w - 5)) ]; }
+wait_for "follow catches up" caught_up
 # kill -9 the agent while lines flow; rotations go on while it is away.
 stop_agent -KILL
+idx_dead=$(last_index)
 sleep 1
 kill -0 "$pid1" 2>/dev/null && pass || fail "task survives the agent's kill -9"
 n_dead=$(lines)
 start_agent
-wait_for "follow resumes after the restart" more_than $((n_dead + 150))
+wait_for "follow resumes after the restart" more_than $((n_dead + 40))
+wait_for "two more rotations" index_at_least $((idx_dead + 2))
+wait_for "follow keeps up" more_than $(($(lines) + 20))
 stop_follow
 first_idx=$(ls "$LOGDIR" | sed -n 's/^stdout\.//p' | sort -n | head -1)
 last_idx=$(ls "$LOGDIR" | sed -n 's/^stdout\.//p' | sort -n | tail -1)
@@ -102,6 +129,7 @@ big=$(find "$LOGDIR" -name 'stdout.*' -size +4096c | wc -l)
 [ "$big" = 0 ] && pass || fail "no file over maxFileSize"
 for f in "$LOGDIR"/stdout.*; do [ "$(tail -c1 "$f" | od -An -c | tr -d ' ')" = '\n' ] || [ "$f" = "$LOGDIR/stdout.$last_idx" ] || fail "$f does not end on a line boundary"; done
 grep -q "retrying" "$WORK/follow.err" && pass || fail "follow noticed the agent was gone: $(cat "$WORK/follow.err")"
+grep -q "rotated away" "$WORK/follow.err" && fail "follow lost output to rotation: $(cat "$WORK/follow.err")" || pass
 [ "$(jp allocation ticker '{.status.tasks[0].pid}')" = "$pid1" ] && pass || fail "task PID unchanged after the agent restart"
 [ "$(jp allocation ticker '{.status.tasks[0].restarts}')" = 0 ] && pass || fail "restarts stay 0"
 
@@ -117,20 +145,22 @@ alloc burst '[{"name":"main","command":["/bin/sh","-c","while [ ! -f /local/go ]
   "logs":{"maxFiles":2,"maxFileSize":"1Mi"}}]'
 wait_for "burst task Running" state_is burst Running
 buid=$(jp allocation burst '{.metadata.uid}')
+old_port=$(endpoint_port)
 stop_agent -KILL
 touch "$AGENT_DATA/allocs/$buid/main/local/go"
 burst_done() { [ -f "$AGENT_DATA/allocs/$buid/main/local/burst-done" ]; }
 wait_for "an 8 MB burst completes while the agent is dead" burst_done
 [ "$(ls "$AGENT_DATA/allocs/$buid/main/logs" | grep -c '^stdout\.')" = 2 ] && pass || fail "burst rotated down to 2 files: $(ls -l "$AGENT_DATA/allocs/$buid/main/logs")"
 start_agent
-wait_for "worker publishes its endpoint again" has_endpoint
+new_endpoint() { has_endpoint && [ "$(endpoint_port)" != "$old_port" ]; }
+wait_for "the restarted agent publishes its new endpoint" new_endpoint
 
 # Hostile input on the agent endpoint. curl -k: the tests do not pin; foxden logs does.
 AG="https://127.0.0.1:$(endpoint_port)"
 code() { curl -sk --path-as-is -o "$WORK/body" -w '%{http_code}' --max-time 10 "$@" || true; }
-agent_up() { [ "$(code "$AG/healthz")" = 200 ]; }
-wait_for "agent endpoint up" agent_up
 A=(-H "Authorization: Bearer $ADMIN_TOKEN")
+agent_serving() { [ "$(code "${A[@]}" "$AG/logs/default/ticker/main?tail=1")" = 200 ]; }
+wait_for "agent serving again (allocation cache synced)" agent_serving
 [ "$(code "$AG/logs/default/ticker/main?tail=1")" = 401 ] && grep -q '"kind":"Status"' "$WORK/body" && pass || fail "no token -> 401 Status"
 [ "$(code -H "Authorization: Bearer fxa.wrong" "$AG/logs/default/ticker/main?tail=1")" = 401 ] && pass || fail "bad token -> 401"
 [ "$(code -H "Authorization: Basic Zm9vOmJhcg==" "$AG/logs/default/ticker/main?tail=1")" = 401 ] && pass || fail "basic auth -> 401"
@@ -201,21 +231,29 @@ msg_has() { jp allocation toosmall '{.status.tasks[0].message}' | grep -q "logs.
 wait_for "too small maxFileSize is a StartError naming the field" msg_has
 
 # A follower ends when its allocation is deleted.
-logs ticker -f >/dev/null 2>&1 &
+logs_bg ticker -f >/dev/null 2>"$WORK/follow2.err" &
 FOLLOW_PID=$!
 sleep 1
 k 1.32 delete allocation ticker --wait=false >/dev/null
 follower_done() { ! kill -0 "$FOLLOW_PID" 2>/dev/null; }
 wait_for "follow ends when the allocation is gone" follower_done
-wait "$FOLLOW_PID" && pass || fail "follow exits 0 after the allocation is gone"
+wait "$FOLLOW_PID" && pass || fail "follow exits 0 after the allocation is gone: $(cat "$WORK/follow2.err")"
 FOLLOW_PID=""
 
 k 1.32 delete allocations --all --wait=false >/dev/null
 ticker_gone() { ! kill -0 "$pid1" 2>/dev/null; }
 wait_for "tasks stopped" ticker_gone
-sleep 1
+no_task_cgroups() { [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ]; }
+wait_for "task cgroups removed" no_task_cgroups
 stop_agent
-for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+rm_cgroups
 leftover=$( (ls -d /sys/fs/cgroup/*/foxden-$NODE* 2>/dev/null || true) | wc -l)
 [ "$leftover" = 0 ] && pass || fail "cgroups left behind: $(ls -d /sys/fs/cgroup/*/foxden-$NODE*/* 2>/dev/null)"
+# Under the ASan+UBSan build: no report from the agent or from foxden logs either.
+if grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$WORK/agent.log" "$WORK/follow.err"; then
+  fail "sanitizer report in the agent's or foxden logs' output"
+  grep -h -A20 -E "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$WORK/agent.log" "$WORK/follow.err" | head -60 >&2
+else
+  pass
+fi
 finish

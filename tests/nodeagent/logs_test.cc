@@ -135,10 +135,10 @@ TEST_CASE("log pipe: partial lines are held until their end, so rotation keeps l
   for (size_t pos = 0; pos < all.size(); pos += 100) {
     size_t n = std::min<size_t>(100, all.size() - pos);
     REQUIRE(::write(p[1], all.data() + pos, n) == static_cast<ssize_t>(n));
-    REQUIRE(lp.pump() > 0);
+    REQUIRE(lp.pump(0) > 0);
   }
   ::close(p[1]);
-  CHECK(lp.pump() == 0);  // EOF flushes
+  CHECK(lp.pump(0) == 0);  // EOF flushes
   lp.rotator.close();
   std::string joined;
   for (uint64_t i : listIndexes(d.path, "stdout")) {
@@ -148,6 +148,33 @@ TEST_CASE("log pipe: partial lines are held until their end, so rotation keeps l
     joined += f;
   }
   CHECK(joined == all);
+}
+
+TEST_CASE("log pipe: a partial line is due kHoldMillis after it started waiting") {
+  TempDir d;
+  int p[2];
+  REQUIRE(pipe(p) == 0);
+  static LogPipe lp;
+  lp.fd = p[0];
+  REQUIRE(lp.rotator.open(d.fd, "stderr", 3, 4096) == 0);
+  CHECK(lp.dueInMs(1000) == -1);
+  REQUIRE(::write(p[1], "50%\r", 4) == 4);  // a progress bar: no newline, redrawn in place
+  REQUIRE(lp.pump(1000) == 4);
+  CHECK(lp.dueInMs(1000) == LogPipe::kHoldMillis);
+  REQUIRE(::write(p[1], "60%\r", 4) == 4);
+  REQUIRE(lp.pump(1100) == 4);
+  CHECK(lp.dueInMs(1100) == LogPipe::kHoldMillis - 100);  // still since the first byte held
+  CHECK(lp.dueInMs(5000) == 0);
+  lp.flush();
+  CHECK(d.read("stderr.0") == "50%\r60%\r");
+  REQUIRE(::write(p[1], "done\nnext", 9) == 9);
+  REQUIRE(lp.pump(2000) == 9);
+  CHECK(d.read("stderr.0") == "50%\r60%\rdone\n");
+  CHECK(lp.dueInMs(2000) == LogPipe::kHoldMillis);  // "next" waits from now
+  ::close(p[1]);
+  CHECK(lp.pump(2001) == 0);
+  CHECK(d.read("stderr.0") == "50%\r60%\rdone\nnext");
+  lp.rotator.close();
 }
 
 TEST_CASE("reader: cursors, tail and a follower across rotations") {
@@ -187,6 +214,9 @@ TEST_CASE("reader: cursors, tail and a follower across rotations") {
   REQUIRE(r.write(third.data(), third.size()) == 0);
   LogFollower old(d.path, "stdout", Cursor{0, 5});
   std::string tailEnd = drain(old);
+  CHECK(old.takeSkipped());
+  CHECK_FALSE(old.takeSkipped());
+  CHECK_FALSE(f.takeSkipped());
   CHECK(tailEnd.size() > 0);
   CHECK((first + second + third).ends_with(tailEnd));
   r.close();
