@@ -87,13 +87,15 @@ TEST_CASE("task files land under the task or alloc directory only") {
   REQUIRE(writeTaskFile(a.task(), a.alloc(), "local/conf/app.conf", "x=2\n", 0640).isOk());
   CHECK(slurp(a.base / "main/local/conf/app.conf") == "x=2\n");
 
-  for (const char* bad : {"/etc/passwd", "../../etc/passwd", "local/../../x", "../other/x", "..", "", "local/",
-                          "../alloc/../../x"}) {
+  const std::string canary = "foxden-escape-" + a.base.filename().string();
+  for (const std::string& bad : {std::string("/etc/passwd"), std::string("../../etc/passwd"), "local/../../" + canary,
+                                 "../other/" + canary, std::string(".."), std::string(""), std::string("local/"),
+                                 "../alloc/../../" + canary, "/tmp/" + canary}) {
     auto st = writeTaskFile(a.task(), a.alloc(), bad, "evil", 0644);
     CHECK_MESSAGE(!st.isOk(), bad);
   }
-  CHECK(!fs::exists(a.base / "x"));
-  CHECK(!fs::exists(a.base.parent_path() / "x"));
+  CHECK(!fs::exists(a.base / canary));
+  CHECK(!fs::exists(a.base.parent_path() / canary));
 }
 
 TEST_CASE("a planted symlink is refused, never followed") {
