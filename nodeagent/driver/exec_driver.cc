@@ -951,8 +951,15 @@ void excludeStackFromForks() {
   if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
   void* addr = nullptr;
   size_t size = 0;
-  if (pthread_attr_getstack(&attr, &addr, &size) == 0 && madvise(addr, size, MADV_DONTFORK) == 0) {
-    tExcludedStack = {addr, size};
+  size_t guard = 0;
+  if (pthread_attr_getstack(&attr, &addr, &size) == 0 && pthread_attr_getguardsize(&attr, &guard) == 0) {
+    // The guard page below the stack is a mapping of its own: leave it out of forks too.
+    char* low = static_cast<char*>(addr) - guard;
+    if (madvise(low, size + guard, MADV_DONTFORK) == 0) {
+      tExcludedStack = {low, size + guard};
+    } else if (madvise(addr, size, MADV_DONTFORK) == 0) {
+      tExcludedStack = {addr, size};
+    }
   }
   pthread_attr_destroy(&attr);
 }
