@@ -7,7 +7,7 @@
 #include <iterator>
 #include <sstream>
 
-namespace foxden_operator {
+namespace op {
 namespace {
 
 using kube::Status;
@@ -50,7 +50,7 @@ int64_t ruleDay(const TimeZone::Rule& r, int year) {
       // Week w (1..5, 5 = last) of month m, weekday d (0 = Sunday).
       int64_t first = daysFromCivil(year, r.month, 1);
       int firstDow = static_cast<int>(((first % 7) + 11) % 7);  // 1970-01-01 was a Thursday (4)
-      int64_t d = first + ((r.day - firstDow + 7) % 7) + 7 * (r.week - 1);
+      int64_t d = first + ((r.day - firstDow + 7) % 7) + 7 * static_cast<int64_t>(r.week - 1);
       int next = r.month == 12 ? 1 : r.month + 1;
       int64_t monthEnd = daysFromCivil(r.month == 12 ? year + 1 : year, next, 1);
       while (d >= monthEnd) d -= 7;
@@ -413,7 +413,7 @@ std::optional<Seconds> CronSchedule::next(Seconds after, const TimeZone& tz) con
   // Walk wall-clock minutes from the one after `after`'s local time (one hour back, so that a
   // fall-back hour is revisited), jumping over months, days and hours that cannot match.
   int64_t local = floorDiv(a + tz.offsetAt(after) - 3600, 60) * 60 + 60;
-  int64_t limit = local + 5 * 366 * kDay;
+  int64_t limit = local + kDay * 366 * 5;
   while (local < limit) {
     int64_t days = floorDiv(local, kDay);
     auto ymd = civil(days);
@@ -454,4 +454,4 @@ std::optional<Seconds> CronSchedule::next(Seconds after, const TimeZone& tz) con
   return std::nullopt;
 }
 
-}  // namespace foxden_operator
+}  // namespace op
