@@ -24,7 +24,7 @@
 
 #include "kube/status.h"
 
-namespace foxden_operator {
+namespace op {
 
 using Seconds = std::chrono::sys_seconds;
 
@@ -80,4 +80,4 @@ class CronSchedule {
   bool dowStar_ = false;
 };
 
-}  // namespace foxden_operator
+}  // namespace op

@@ -6,7 +6,7 @@
 
 #include "kube/json.h"
 
-namespace foxden_operator {
+namespace op {
 
 using kube::Json;
 using kube::JsonPtr;
@@ -15,8 +15,6 @@ using kube::Status;
 
 namespace {
 
-const kube::ResourceRef kWorkers{"foxden.io", "v1alpha1", "workers", "", "", ""};
-const kube::ResourceRef kAllocations{"foxden.io", "v1alpha1", "allocations", "", "", ""};
 
 bool terminal(const JsonValue& a) {
   std::string p = kube::getString(a, {"status", "phase"});
@@ -83,9 +81,9 @@ DrainPlan planDrain(const DrainSpec& spec, const std::vector<JsonPtr>& onWorker,
   return plan;
 }
 
-DrainController::DrainController(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& allocations,
+DrainReconciler::DrainReconciler(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& allocations,
                                  kube::EventRecorder* events, std::function<kube::TimePoint()> clock,
-                                 DrainControllerOptions options)
+                                 DrainOptions options)
     : client_(std::move(client)),
       workers_(workers),
       allocations_(allocations),
@@ -93,7 +91,7 @@ DrainController::DrainController(kube::RestClientPtr client, kube::Informer& wor
       clock_(std::move(clock)),
       options_(options) {}
 
-std::vector<std::string> DrainController::workersFor(const JsonValue& alloc) const {
+std::vector<std::string> DrainReconciler::workersFor(const JsonValue& alloc) const {
   std::vector<std::string> out;
   std::string w = kube::getString(alloc, {"spec", "workerName"});
   if (!w.empty()) out.push_back(w);
@@ -107,7 +105,7 @@ std::vector<std::string> DrainController::workersFor(const JsonValue& alloc) con
   return out;
 }
 
-kube::StatusOr<DrainResult> DrainController::reconcile(const std::string& workerName) {
+kube::StatusOr<DrainResult> DrainReconciler::reconcile(const std::string& workerName) {
   JsonPtr worker = workers_.get(workerName);
   if (!worker) return DrainResult{};
   const JsonValue* drain = kube::find(*worker, {"spec", "drain"});
@@ -201,4 +199,37 @@ kube::StatusOr<DrainResult> DrainController::reconcile(const std::string& worker
   return res;
 }
 
-}  // namespace foxden_operator
+// ---- DrainController ----
+
+void DrainController::start(const ControllerContext& ctx) {
+  if (loop_) return;
+  const SharedInformers& inf = ctx.informers;
+  reconciler_ = std::make_unique<DrainReconciler>(ctx.client, *inf.workers, *inf.allocations, ctx.events.get(), ctx.now, options_);
+  loop_ = std::make_unique<ReconcileLoop>("drain", [this](const std::string& key)
+                                              -> kube::StatusOr<std::optional<std::chrono::milliseconds>> {
+    auto r = reconciler_->reconcile(key);
+    if (!r) return r.status();
+    return r->requeueAfter;
+  });
+  kube::WorkQueue* q = &loop_->queue();
+  auto onWorker = [q](const JsonPtr& w) {
+    if (kube::find(*w, {"spec", "drain"}) != nullptr || kube::find(*w, {"status", "drain"}) != nullptr) q->add(kube::name(*w));
+  };
+  inf.workers->addEventHandler({onWorker, [onWorker](const JsonPtr&, const JsonPtr& n) { onWorker(n); }, nullptr});
+  kube::Informer* workers = inf.workers.get();
+  DrainReconciler* rec = reconciler_.get();
+  auto onAlloc = [q, workers, rec](const JsonPtr& a) {
+    for (const std::string& w : rec->workersFor(*a)) {
+      JsonPtr worker = workers->get(w);
+      if (worker && kube::find(*worker, {"spec", "drain"}) != nullptr) q->add(w);
+    }
+  };
+  inf.allocations->addEventHandler({onAlloc, [onAlloc](const JsonPtr&, const JsonPtr& n) { onAlloc(n); }, onAlloc});
+  loop_->start(ctx, 1);
+}
+
+void DrainController::stop() {
+  if (loop_) loop_->stop();
+}
+
+}  // namespace op

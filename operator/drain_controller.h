@@ -29,8 +29,10 @@
 #include "kube/informer.h"
 #include "kube/rest_client.h"
 #include "kube/timeutil.h"
+#include "operator/controller.h"
+#include "operator/reconcile_loop.h"
 
-namespace foxden_operator {
+namespace op {
 
 // What to do now, from the caches alone: pure, for unit tests.
 struct DrainPlan {
@@ -57,16 +59,16 @@ struct DrainResult {
   std::optional<std::chrono::milliseconds> requeueAfter;
 };
 
-struct DrainControllerOptions {
+struct DrainOptions {
   // While a drain runs, look again at least this often (allocation events also enqueue the worker).
   std::chrono::milliseconds resync{2000};
 };
 
-class DrainController {
+class DrainReconciler {
  public:
-  DrainController(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& allocations,
+  DrainReconciler(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& allocations,
                   kube::EventRecorder* events, std::function<kube::TimePoint()> clock,
-                  DrainControllerOptions options = {});
+                  DrainOptions options = {});
 
   [[nodiscard]] kube::StatusOr<DrainResult> reconcile(const std::string& workerName);
 
@@ -80,7 +82,24 @@ class DrainController {
   kube::Informer& allocations_;
   kube::EventRecorder* const events_;
   const std::function<kube::TimePoint()> clock_;
-  const DrainControllerOptions options_;
+  const DrainOptions options_;
 };
 
-}  // namespace foxden_operator
+// The Controller: a DrainReconciler behind a ReconcileLoop keyed by worker name. Worker events
+// enqueue workers with a drain (or a stale drain status); Allocation events enqueue the draining
+// worker they are on or moved from.
+class DrainController : public Controller {
+ public:
+  explicit DrainController(DrainOptions options = {}) : options_(options) {}
+  ~DrainController() override { stop(); }
+  std::string name() const override { return "drain"; }
+  void start(const ControllerContext& ctx) override;
+  void stop() override;
+
+ private:
+  const DrainOptions options_;
+  std::unique_ptr<DrainReconciler> reconciler_;
+  std::unique_ptr<ReconcileLoop> loop_;
+};
+
+}  // namespace op

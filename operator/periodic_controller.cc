@@ -7,7 +7,7 @@
 
 #include "kube/json.h"
 
-namespace foxden_operator {
+namespace op {
 
 using kube::Json;
 using kube::JsonPtr;
@@ -16,7 +16,6 @@ using kube::Status;
 
 namespace {
 
-const kube::ResourceRef kJobs{"foxden.io", "v1alpha1", "jobs", "", "", ""};
 constexpr const char* kScheduledTime = "foxden.io/scheduled-time";
 constexpr const char* kParentLabel = "foxden.io/periodic-parent";
 
@@ -85,49 +84,17 @@ ScheduleWindow scheduleWindow(const CronSchedule& cron, const TimeZone& tz, Seco
   return w;
 }
 
-PeriodicController::PeriodicController(kube::RestClientPtr client, kube::Informer& jobs, kube::EventRecorder* events,
-                                       std::function<kube::TimePoint()> clock, PeriodicControllerOptions options)
+PeriodicReconciler::PeriodicReconciler(kube::RestClientPtr client, kube::Informer& jobs, kube::EventRecorder* events,
+                                       std::function<kube::TimePoint()> clock, PeriodicOptions options)
     : client_(std::move(client)), jobs_(jobs), events_(events), clock_(std::move(clock)), options_(options) {}
 
-std::string PeriodicController::keyFor(const JsonValue& job) {
+std::string PeriodicReconciler::keyFor(const JsonValue& job) {
   if (kube::find(job, {"spec", "schedule"}) != nullptr) return kube::Informer::keyOf(job);
   std::string owner = controllerName(job);
   return owner.empty() ? "" : kube::ns(job) + "/" + owner;
 }
 
-Status PeriodicController::setInvalid(const JsonValue& job, const std::string& message) {
-  // Already said: no second write, no second Event, no requeue (a spec change brings us back).
-  if (const JsonValue* conds = kube::find(job, {"status", "conditions"}); conds && conds->IsArray()) {
-    for (const auto& c : conds->GetArray()) {
-      if (kube::getString(c, {"type"}) == "InvalidSpec" && kube::getString(c, {"status"}) == "True" &&
-          kube::getString(c, {"message"}) == message &&
-          kube::getInt(c, {"observedGeneration"}) == kube::getInt(job, {"metadata", "generation"})) {
-        return Status::ok();
-      }
-    }
-  }
-  Json o = kube::cloneJson(job);
-  auto& a = o.GetAllocator();
-  JsonValue& status = kube::ensureObject(o, "status", a);
-  JsonValue conds(rapidjson::kArrayType);
-  JsonValue c(rapidjson::kObjectType);
-  kube::setString(c, "type", "InvalidSpec", a);
-  kube::setString(c, "status", "True", a);
-  kube::setString(c, "reason", "InvalidSchedule", a);
-  kube::setString(c, "message", message, a);
-  kube::setString(c, "lastTransitionTime", kube::formatTime(clock_()), a);
-  if (auto g = kube::getInt(job, {"metadata", "generation"})) c.AddMember("observedGeneration", *g, a);
-  conds.PushBack(std::move(c), a);
-  kube::setMember(status, "conditions", std::move(conds), a);
-  kube::setString(status, "phase", "Invalid", a);
-  if (auto g = kube::getInt(job, {"metadata", "generation"})) kube::setMember(status, "observedGeneration", JsonValue(*g), a);
-  auto r = client_->updateStatus(kJobs.withNamespace(kube::ns(job)), o);
-  if (!r) return r.status();
-  if (events_ != nullptr) events_->event(job, kube::EventType::kWarning, "InvalidSchedule", message);
-  return Status::ok();
-}
-
-kube::StatusOr<PeriodicResult> PeriodicController::reconcile(const std::string& key) {
+kube::StatusOr<PeriodicResult> PeriodicReconciler::reconcile(const std::string& key) {
   JsonPtr parent = jobs_.get(key);
   if (!parent || kube::find(*parent, {"spec", "schedule"}) == nullptr) return PeriodicResult{};
   if (kube::find(*parent, {"metadata", "deletionTimestamp"}) != nullptr) return PeriodicResult{};
@@ -137,11 +104,9 @@ kube::StatusOr<PeriodicResult> PeriodicController::reconcile(const std::string& 
 
   auto cron = CronSchedule::parse(kube::getString(sched, {"cron"}));
   auto tz = TimeZone::load(kube::getString(sched, {"timeZone"}, "UTC"));
-  if (!cron || !tz) {
-    Status st = setInvalid(*parent, !cron ? cron.status().message() : tz.status().message());
-    if (!st) return st;
-    return PeriodicResult{};
-  }
+  // An invalid schedule is the job controller's to report (InvalidSpec + one Event, from the same
+  // validation); nothing to launch and nothing to requeue until the spec changes.
+  if (!cron || !tz) return PeriodicResult{};
   std::string policy = kube::getString(sched, {"concurrencyPolicy"}, "Allow");
   std::optional<int64_t> deadline = kube::getInt(sched, {"startingDeadlineSeconds"});
   int64_t keepOk = kube::getInt(sched, {"successfulRunsHistoryLimit"}).value_or(3);
@@ -250,7 +215,6 @@ kube::StatusOr<PeriodicResult> PeriodicController::reconcile(const std::string& 
           events_->event(*parent, kube::EventType::kNormal, "SuccessfulCreate",
                          "Created job " + childName + " for the run scheduled at " + kube::formatTime(tick));
         }
-        active.push_back(nullptr);  // counts for the phase below
       }
       newLastSchedule = kube::formatTime(tick);
     }
@@ -273,24 +237,14 @@ kube::StatusOr<PeriodicResult> PeriodicController::reconcile(const std::string& 
   if (Status st = prune(succeeded, keepOk); !st) return st;
   if (Status st = prune(failed, keepFailed); !st) return st;
 
-  // Status last, fenced by the cached resourceVersion.
-  std::string phase = suspend ? "Suspended" : (!active.empty() ? "Running" : "Pending");
-  auto g = kube::getInt(*parent, {"metadata", "generation"});
-  bool invalidShown = false;
-  if (const JsonValue* conds = kube::find(*parent, {"status", "conditions"}); conds && conds->IsArray()) {
-    for (const auto& c : conds->GetArray()) invalidShown |= kube::getString(c, {"type"}) == "InvalidSpec";
-  }
-  if (newLastSchedule != lastSchedule || phase != kube::getString(*parent, {"status", "phase"}) ||
-      lastSuccess != kube::getString(*parent, {"status", "lastSuccessfulTime"}) ||
-      g != kube::getInt(*parent, {"status", "observedGeneration"}) || invalidShown) {
+  // Status last, fenced by the cached resourceVersion. Only the periodic fields: phase, counts
+  // and conditions of the parent are the job controller's (it keeps fields it does not own).
+  if (newLastSchedule != lastSchedule || lastSuccess != kube::getString(*parent, {"status", "lastSuccessfulTime"})) {
     Json o = kube::cloneJson(*parent);
     auto& a = o.GetAllocator();
     JsonValue& status = kube::ensureObject(o, "status", a);
     if (!newLastSchedule.empty()) kube::setString(status, "lastScheduleTime", newLastSchedule, a);
     if (!lastSuccess.empty()) kube::setString(status, "lastSuccessfulTime", lastSuccess, a);
-    kube::setString(status, "phase", phase, a);
-    if (g) kube::setMember(status, "observedGeneration", JsonValue(*g), a);
-    if (invalidShown) kube::setMember(status, "conditions", JsonValue(rapidjson::kArrayType), a);
     auto r = client_->updateStatus(kJobs.withNamespace(ns), o);
     if (!r) return r.status();
   }
@@ -307,4 +261,32 @@ kube::StatusOr<PeriodicResult> PeriodicController::reconcile(const std::string& 
   return res;
 }
 
-}  // namespace foxden_operator
+// ---- PeriodicController ----
+
+void PeriodicController::start(const ControllerContext& ctx) {
+  if (loop_) return;
+  reconciler_ = std::make_unique<PeriodicReconciler>(ctx.client, *ctx.informers.jobs, ctx.events.get(),
+                                                     options_.clock ? options_.clock : ctx.now, options_);
+  loop_ = std::make_unique<ReconcileLoop>("periodic", [this](const std::string& key)
+                                              -> kube::StatusOr<std::optional<std::chrono::milliseconds>> {
+    auto r = reconciler_->reconcile(key);
+    if (!r) return r.status();
+    return r->requeueAfter;
+  });
+  kube::WorkQueue* q = &loop_->queue();
+  auto onJob = [q](const JsonPtr& j) {
+    std::string k = PeriodicReconciler::keyFor(*j);
+    if (!k.empty()) q->add(k);
+  };
+  ctx.informers.jobs->addEventHandler({onJob, [onJob](const JsonPtr&, const JsonPtr& n) { onJob(n); }, onJob});
+  PeriodicReconciler* rec = reconciler_.get();
+  ctx.metrics->gauge("foxden_operator_periodic_launched_total", "Runs launched by periodic Jobs.", "",
+                     [rec] { return static_cast<double>(rec->launched()); });
+  loop_->start(ctx, 1);
+}
+
+void PeriodicController::stop() {
+  if (loop_) loop_->stop();
+}
+
+}  // namespace op

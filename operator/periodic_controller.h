@@ -2,7 +2,7 @@
 // The periodic controller: Kubernetes' CronJob controller for Jobs with spec.schedule.
 //
 //   reconcile(parent):
-//     cron or time zone invalid     -> condition InvalidSpec + one Event; no requeue
+//     cron or time zone invalid     -> nothing (the job controller reports InvalidSpec); no requeue
 //     children = Jobs owned by it (ownerReferences, controller) named <parent>-<unix time>
 //     the most recent tick in (lastScheduleTime or creation, now]:
 //        missed by more than startingDeadlineSeconds -> skipped (Event MissedSchedule)
@@ -37,9 +37,11 @@
 #include "kube/informer.h"
 #include "kube/rest_client.h"
 #include "kube/timeutil.h"
+#include "operator/controller.h"
 #include "operator/cron.h"
+#include "operator/reconcile_loop.h"
 
-namespace foxden_operator {
+namespace op {
 
 // A clock reading an RFC 3339 time from `path` on every call (for tests); the real clock when the
 // file is missing or unreadable. Thread-safe.
@@ -58,14 +60,18 @@ struct PeriodicResult {
   std::optional<std::chrono::milliseconds> requeueAfter;
 };
 
-struct PeriodicControllerOptions {
-  bool fakeClock = false;  // requeue at most every second: the clock may jump
+struct PeriodicOptions {
+  // The periodic controller's own clock when set (the operator's --fake-clock-file): requeues
+  // then come at least every second of real time, as the fake clock may jump. Only this
+  // controller reads it; grace periods and health gates elsewhere keep real time.
+  std::function<kube::TimePoint()> clock;
+  bool fakeClock = false;
 };
 
-class PeriodicController {
+class PeriodicReconciler {
  public:
-  PeriodicController(kube::RestClientPtr client, kube::Informer& jobs, kube::EventRecorder* events,
-                     std::function<kube::TimePoint()> clock, PeriodicControllerOptions options = {});
+  PeriodicReconciler(kube::RestClientPtr client, kube::Informer& jobs, kube::EventRecorder* events,
+                     std::function<kube::TimePoint()> clock, PeriodicOptions options = {});
 
   [[nodiscard]] kube::StatusOr<PeriodicResult> reconcile(const std::string& key);
 
@@ -76,14 +82,28 @@ class PeriodicController {
   uint64_t launched() const { return launched_; }
 
  private:
-  kube::Status setInvalid(const kube::JsonValue& job, const std::string& message);
-
   const kube::RestClientPtr client_;
   kube::Informer& jobs_;
   kube::EventRecorder* const events_;
   const std::function<kube::TimePoint()> clock_;
-  const PeriodicControllerOptions options_;
+  const PeriodicOptions options_;
   std::atomic<uint64_t> launched_{0};
 };
 
-}  // namespace foxden_operator
+// The Controller: a PeriodicReconciler behind a ReconcileLoop keyed by the parent Job. Its clock
+// is options.clock if set (the operator's --fake-clock-file in tests), else the context's.
+class PeriodicController : public Controller {
+ public:
+  explicit PeriodicController(PeriodicOptions options = {}) : options_(options) {}
+  ~PeriodicController() override { stop(); }
+  std::string name() const override { return "periodic"; }
+  void start(const ControllerContext& ctx) override;
+  void stop() override;
+
+ private:
+  const PeriodicOptions options_;
+  std::unique_ptr<PeriodicReconciler> reconciler_;
+  std::unique_ptr<ReconcileLoop> loop_;
+};
+
+}  // namespace op

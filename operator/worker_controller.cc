@@ -4,7 +4,7 @@
 
 #include "kube/json.h"
 
-namespace foxden_operator {
+namespace op {
 
 using kube::Json;
 using kube::JsonPtr;
@@ -55,11 +55,11 @@ WorkerHealth::Verdict WorkerHealth::evaluate(kube::TimePoint now) const {
   return v;
 }
 
-// ---- WorkerController ----
+// ---- WorkerMonitor ----
 
-WorkerController::WorkerController(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& leases,
+WorkerMonitor::WorkerMonitor(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& leases,
                                    kube::Informer& allocations, kube::EventRecorder* events,
-                                   std::function<kube::TimePoint()> clock, WorkerControllerOptions options)
+                                   std::function<kube::TimePoint()> clock, WorkerMonitorOptions options)
     : client_(std::move(client)),
       workers_(workers),
       leases_(leases),
@@ -69,7 +69,7 @@ WorkerController::WorkerController(kube::RestClientPtr client, kube::Informer& w
       options_(std::move(options)),
       health_(options_.gracePeriod, options_.stormFraction) {}
 
-int WorkerController::monitorOnce() {
+int WorkerMonitor::monitorOnce() {
   if (!workers_.hasSynced() || !leases_.hasSynced() || !allocations_.hasSynced()) return 0;
   kube::TimePoint now = clock_();
   std::set<std::string> names;
@@ -142,7 +142,7 @@ int WorkerController::monitorOnce() {
   return failures;
 }
 
-Status WorkerController::markUnknown(const JsonPtr& worker) {
+Status WorkerMonitor::markUnknown(const JsonPtr& worker) {
   Json w = kube::cloneJson(*worker);
   auto& a = w.GetAllocator();
   JsonValue& status = kube::ensureObject(w, "status", a);
@@ -167,7 +167,7 @@ Status WorkerController::markUnknown(const JsonPtr& worker) {
   kube::setString(*ready, "lastTransitionTime", now, a);
   // updateStatus carries the cached resourceVersion: a worker that renewed meanwhile (its agent
   // wrote Ready True) makes this a 409, and the next pass looks again.
-  auto r = client_->updateStatus(kube::ResourceRef{"foxden.io", "v1alpha1", "workers", "", "", ""}, w);
+  auto r = client_->updateStatus(kWorkers, w);
   if (!r) return r.status();
   ++markedUnknown_;
   logLine("worker=" + kube::name(*worker) + " Ready=Unknown (LeaseExpired)");
@@ -179,7 +179,7 @@ Status WorkerController::markUnknown(const JsonPtr& worker) {
   return Status::ok();
 }
 
-Status WorkerController::markLost(const JsonPtr& alloc, const std::string& reason, const std::string& message) {
+Status WorkerMonitor::markLost(const JsonPtr& alloc, const std::string& reason, const std::string& message) {
   Json o = kube::cloneJson(*alloc);
   auto& a = o.GetAllocator();
   JsonValue& status = kube::ensureObject(o, "status", a);
@@ -187,7 +187,7 @@ Status WorkerController::markLost(const JsonPtr& alloc, const std::string& reaso
   kube::setString(status, "reason", reason, a);
   kube::setString(status, "message", message, a);
   kube::setString(status, "finishedAt", kube::formatTime(clock_()), a);
-  auto r = client_->updateStatus(kube::ResourceRef{"foxden.io", "v1alpha1", "allocations", kube::ns(*alloc), "", ""}, o);
+  auto r = client_->updateStatus(kAllocations.withNamespace(kube::ns(*alloc)), o);
   if (!r) return r.status();
   ++markedLost_;
   logLine("alloc=" + kube::Informer::keyOf(*alloc) + " Lost (" + reason + ")");
@@ -195,4 +195,49 @@ Status WorkerController::markLost(const JsonPtr& alloc, const std::string& reaso
   return Status::ok();
 }
 
-}  // namespace foxden_operator
+// ---- WorkerController ----
+
+void WorkerController::start(const ControllerContext& ctx) {
+  if (thread_.joinable()) return;
+  const SharedInformers& inf = ctx.informers;
+  monitor_ = std::make_unique<WorkerMonitor>(ctx.client, *inf.workers, *inf.leases, *inf.allocations, ctx.events.get(),
+                                             [] { return kube::Clock::now(); }, options_);
+  std::string l = "controller=\"worker\"";
+  passes_ = &ctx.metrics->counter("foxden_operator_reconciles_total", "Reconciles run.", l);
+  failures_ = &ctx.metrics->counter("foxden_operator_reconcile_errors_total", "Reconciles that failed (requeued with backoff).", l);
+  WorkerMonitor* m = monitor_.get();
+  ctx.metrics->gauge("foxden_operator_workers_marked_unknown_total", "Workers whose Ready went Unknown (lease expired).", "",
+                     [m] { return static_cast<double>(m->workersMarkedUnknown()); });
+  ctx.metrics->gauge("foxden_operator_allocations_lost_total", "Allocations marked Lost with their worker.", "",
+                     [m] { return static_cast<double>(m->allocationsMarkedLost()); });
+  ctx.metrics->gauge("foxden_operator_eviction_storm", "1 while too many workers are dark to mark allocations Lost.", "",
+                     [m] { return m->inStorm() ? 1.0 : 0.0; });
+  thread_ = std::thread([this] { run(); });
+}
+
+void WorkerController::stop() {
+  {
+    std::lock_guard l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void WorkerController::run() {
+  std::unique_lock l(mu_);
+  while (!stopping_) {
+    l.unlock();
+    try {
+      passes_->inc();
+      if (monitor_->monitorOnce() > 0) failures_->inc();
+    } catch (const std::exception& e) {
+      failures_->inc();
+      logLine(std::string("worker monitor: ") + e.what());
+    }
+    l.lock();
+    cv_.wait_for(l, options_.monitorPeriod, [this] { return stopping_; });
+  }
+}
+
+}  // namespace op

@@ -26,19 +26,23 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kube/event_recorder.h"
 #include "kube/informer.h"
 #include "kube/rest_client.h"
 #include "kube/timeutil.h"
+#include "operator/controller.h"
 
-namespace foxden_operator {
+namespace op {
 
 // The decision part, apart from the API: which workers are dark, and is it a storm.
 // Pure and clock-injected, so unit tests drive it directly.
@@ -70,20 +74,20 @@ class WorkerHealth {
   std::map<std::string, Probe> probes_;
 };
 
-struct WorkerControllerOptions {
+struct WorkerMonitorOptions {
   std::chrono::milliseconds gracePeriod{40000};   // --worker-grace-period (node-monitor-grace-period)
   std::chrono::milliseconds monitorPeriod{5000};  // --worker-monitor-period (node-monitor-period)
   double stormFraction = 0.55;                    // --unhealthy-fraction (unhealthy-zone-threshold)
   std::string leaseNamespace = "foxden-system";
 };
 
-class WorkerController {
+class WorkerMonitor {
  public:
   // Informers: Workers (cluster), Leases (in leaseNamespace), Allocations (all namespaces). They
   // must be started by the caller; monitorOnce() does nothing until all three have synced.
-  WorkerController(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& leases,
+  WorkerMonitor(kube::RestClientPtr client, kube::Informer& workers, kube::Informer& leases,
                    kube::Informer& allocations, kube::EventRecorder* events,
-                   std::function<kube::TimePoint()> clock, WorkerControllerOptions options);
+                   std::function<kube::TimePoint()> clock, WorkerMonitorOptions options);
 
   // One pass. Returns the number of API writes that failed (they are retried next pass).
   int monitorOnce();
@@ -93,7 +97,7 @@ class WorkerController {
   uint64_t allocationsMarkedLost() const { return markedLost_; }
   bool inStorm() const { return storm_; }
 
-  const WorkerControllerOptions& options() const { return options_; }
+  const WorkerMonitorOptions& options() const { return options_; }
 
  private:
   kube::Status markUnknown(const kube::JsonPtr& worker);
@@ -105,7 +109,7 @@ class WorkerController {
   kube::Informer& allocations_;
   kube::EventRecorder* const events_;
   const std::function<kube::TimePoint()> clock_;
-  const WorkerControllerOptions options_;
+  const WorkerMonitorOptions options_;
 
   WorkerHealth health_;
   std::set<std::string> goneCandidates_;  // allocations whose worker was missing last pass
@@ -114,4 +118,27 @@ class WorkerController {
   std::atomic<uint64_t> markedLost_{0};
 };
 
-}  // namespace foxden_operator
+// The Controller: runs WorkerMonitor::monitorOnce() every monitorPeriod on its own thread, with
+// the real clock (never the fake one tests give the periodic controller: grace periods are real).
+class WorkerController : public Controller {
+ public:
+  explicit WorkerController(WorkerMonitorOptions options) : options_(std::move(options)) {}
+  ~WorkerController() override { stop(); }
+  std::string name() const override { return "worker"; }
+  void start(const ControllerContext& ctx) override;
+  void stop() override;
+
+ private:
+  void run();
+
+  const WorkerMonitorOptions options_;
+  std::unique_ptr<WorkerMonitor> monitor_;
+  Counter* passes_ = nullptr;
+  Counter* failures_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace op

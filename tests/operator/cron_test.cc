@@ -4,7 +4,7 @@
 
 #include "kube/timeutil.h"
 
-namespace foxden_operator {
+namespace op {
 namespace {
 
 Seconds at(const char* rfc3339) {
@@ -123,4 +123,4 @@ TEST_CASE("cron across DST: spring forward skips the missing wall time, fall bac
 }
 
 }  // namespace
-}  // namespace foxden_operator
+}  // namespace op

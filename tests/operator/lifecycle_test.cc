@@ -13,7 +13,7 @@
 #include "operator/periodic_controller.h"
 #include "operator/worker_controller.h"
 
-namespace foxden_operator {
+namespace op {
 namespace {
 
 using namespace std::chrono_literals;
@@ -170,10 +170,10 @@ TEST_CASE("periodic: which parent an event concerns") {
   auto child = kube::parseJson(
       R"({"metadata":{"name":"p-1","namespace":"ns","ownerReferences":[{"kind":"Job","name":"p","uid":"u","controller":true}]},"spec":{}})");
   auto plain = kube::parseJson(R"({"metadata":{"name":"x","namespace":"ns"},"spec":{}})");
-  CHECK(PeriodicController::keyFor(*parent) == "ns/p");
-  CHECK(PeriodicController::keyFor(*child) == "ns/p");
-  CHECK(PeriodicController::keyFor(*plain).empty());
+  CHECK(PeriodicReconciler::keyFor(*parent) == "ns/p");
+  CHECK(PeriodicReconciler::keyFor(*child) == "ns/p");
+  CHECK(PeriodicReconciler::keyFor(*plain).empty());
 }
 
 }  // namespace
-}  // namespace foxden_operator
+}  // namespace op
