@@ -26,6 +26,16 @@ else
   echo "foxden server started (pid $(cat "$DATA/server.pid")), log: $DATA/server.log"
 fi
 
+# The operator: places the example Jobs on the agent below (metrics on 127.0.0.1:8383).
+if [ -f "$DATA/operator.pid" ] && kill -0 "$(cat "$DATA/operator.pid")" 2>/dev/null; then
+  echo "foxden-operator already running (pid $(cat "$DATA/operator.pid"))"
+elif [ -x "$BIN/foxden-operator" ]; then
+  nohup "$BIN/foxden-operator" --kubeconfig "$DATA/kubeconfig" --metrics-addr "127.0.0.1:${FOXDEN_OPERATOR_METRICS_PORT:-8383}" \
+    >>"$DATA/operator.log" 2>&1 &
+  echo $! >"$DATA/operator.pid"
+  echo "foxden-operator started (pid $(cat "$DATA/operator.pid")), log: $DATA/operator.log"
+fi
+
 # A node agent for this machine (the exec driver needs root: namespaces, cgroups).
 if [ "$(id -u)" -eq 0 ] && [ -x "$BIN/foxden-agent" ]; then
   if [ -f "$DATA/agent.pid" ] && kill -0 "$(cat "$DATA/agent.pid")" 2>/dev/null; then
@@ -49,7 +59,7 @@ for _ in $(seq 1 100); do
   [ "$("$KUBECTL" --cache-dir "$DATA/kubectl-cache" get allocation hello -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break
   sleep 0.1
 done
-"$KUBECTL" --cache-dir "$DATA/kubectl-cache" get workers,allocations
+"$KUBECTL" --cache-dir "$DATA/kubectl-cache" get workers,jobs.foxden.io,allocations
 echo
 cat <<MSG
 Foxden's control plane is running on https://127.0.0.1:$PORT (one machine; a real cluster is the
@@ -61,6 +71,6 @@ answer at scale). Use it with:
 
   kubectl get allocation hello -o yaml      # the example task, running on worker "local"
 
-Stop it with: kill \$(cat $DATA/server.pid) \$(cat $DATA/agent.pid 2>/dev/null)
+Stop it with: kill \$(cat $DATA/operator.pid 2>/dev/null) \$(cat $DATA/server.pid) \$(cat $DATA/agent.pid 2>/dev/null)
 (running tasks outlive the agent by design; delete their Allocations first to stop them)
 MSG

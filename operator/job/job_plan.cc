@@ -275,8 +275,14 @@ Plan planJob(const PlanInput& in) {
   }
 
   // ---- index the allocations -----------------------------------------------------------
+  // An allocation on a Worker that no longer exists runs nowhere: it counts as Lost (the worker
+  // lifecycle controller does the same for workers that stop renewing their Lease).
+  std::vector<AllocView> allocs = in.allocs;
+  for (auto& al : allocs) {
+    if (!al.terminal() && !in.workers.count(al.worker)) al.phase = "Lost";
+  }
   std::map<std::string, std::map<std::string, std::vector<const AllocView*>>> bySlot;  // group -> slot -> newest first
-  for (const auto& al : in.allocs) {
+  for (const auto& al : allocs) {
     if (spec.group(al.group) == nullptr) {
       // A group that no longer exists: stop what runs, clear what ended.
       if (al.live()) p.stop.push_back(al.name);
@@ -290,7 +296,7 @@ Plan planJob(const PlanInput& in) {
   }
 
   // Health annotations: record when an allocation was first seen healthy, clear when it is not.
-  for (const auto& al : in.allocs) {
+  for (const auto& al : allocs) {
     if (al.healthyNow && !al.healthySince && !al.stopRequested) p.annotate[al.name] = nowText;
     if (!al.healthyNow && al.healthySince) p.annotate[al.name] = std::nullopt;
     if (al.failed() && !al.failedAt) p.markFailedAt.push_back(al.name);
@@ -343,7 +349,7 @@ Plan planJob(const PlanInput& in) {
   if (spec.suspend || spec.periodic) {
     // A periodic Job is a template for its runs (child Jobs, the periodic controller's); it places
     // nothing itself. A suspended one stops everything.
-    for (const auto& al : in.allocs) {
+    for (const auto& al : allocs) {
       if (al.live()) p.stop.push_back(al.name);
     }
     for (const auto& g : spec.groups) {
@@ -368,7 +374,7 @@ Plan planJob(const PlanInput& in) {
     bool done = (completeCond && kube::getString(*completeCond, {"status"}) == "True") ||
                 (failedCond && kube::getString(*failedCond, {"status"}) == "True");
     int failures = 0;
-    for (const auto& al : in.allocs) failures += al.failed() ? 1 : 0;
+    for (const auto& al : allocs) failures += al.failed() ? 1 : 0;
     std::string failReason, failMessage;
     if (!done && failures > spec.backoffLimit) {
       failReason = "BackoffLimitExceeded";
@@ -436,7 +442,7 @@ Plan planJob(const PlanInput& in) {
       writeGroup(g.name, c);
     }
     if (!failReason.empty()) {
-      for (const auto& al : in.allocs) if (al.live()) p.stop.push_back(al.name);
+      for (const auto& al : allocs) if (al.live()) p.stop.push_back(al.name);
       setCondition(status, "Failed", true, failReason, failMessage, gen, now);
       setCondition(status, "Complete", false, failReason, failMessage, gen, now);
       kube::setString(status, "completionTime", nowText, a);
@@ -469,7 +475,7 @@ Plan planJob(const PlanInput& in) {
   TimePoint depStart = dep ? timeAt(*dep, {"startedAt"}).value_or(now) : now;
   bool promoted = dep && kube::getBool(*dep, {"promoted"});
   bool anyOld = false;
-  for (const auto& al : in.allocs) {
+  for (const auto& al : allocs) {
     const GroupSpec* g = spec.group(al.group);
     if (g && al.live() && al.hash != g->hash) anyOld = true;
   }
@@ -479,7 +485,7 @@ Plan planJob(const PlanInput& in) {
   for (const auto& g : spec.groups) {
     if (g.update.canary > 0) wantsCanary = true;
   }
-  for (const auto& al : in.allocs) {
+  for (const auto& al : allocs) {
     const GroupSpec* g = spec.group(al.group);
     if (g == nullptr || !al.live() || !al.canary || al.hash != g->hash) continue;
     anyCanary = true;
@@ -491,7 +497,7 @@ Plan planJob(const PlanInput& in) {
       promoted = true;
       kube::setMember(*dep, "promoted", JsonValue(true), a);
       p.events.push_back({false, "RolloutPromoted", "canaries of version " + std::to_string(V) + " promoted"});
-      for (const auto& al : in.allocs) if (al.live() && al.canary) p.uncanary.push_back(al.name);
+      for (const auto& al : allocs) if (al.live() && al.canary) p.uncanary.push_back(al.name);
     }
   }
   // The canary phase: an update with canaries, not promoted yet, while old allocations run.
@@ -501,7 +507,7 @@ Plan planJob(const PlanInput& in) {
   std::string failure;
   std::optional<TimePoint> lastProgress = depStart;
   if (depActive) {
-    for (const auto& al : in.allocs) {
+    for (const auto& al : allocs) {
       const GroupSpec* g = spec.group(al.group);
       if (g == nullptr || al.hash != g->hash || al.created < depStart - std::chrono::seconds(1)) continue;
       if (al.failed() && al.phase == "Failed") failure = "allocation " + al.name + " failed";
@@ -674,7 +680,7 @@ Plan planJob(const PlanInput& in) {
       kube::setString(*dep, "message", "version " + std::to_string(V) + " is healthy", a);
       kube::setMember(status, "stableVersion", JsonValue(V), a);
       if (V > 0) p.events.push_back({false, "RolloutSucceeded", "version " + std::to_string(V) + " is healthy"});
-    } else if (canaryPhase && !p.place.empty() == false && anyCanary && !promoted) {
+    } else if (canaryPhase && p.place.empty() && anyCanary && !promoted) {
       kube::setString(*dep, "state", "Paused", a);
       kube::setString(*dep, "message", "canaries placed; set spec.promoteVersion: " + std::to_string(V) + " to continue", a);
     } else if (depState != "Running" && !canaryPhase) {

@@ -160,6 +160,7 @@ Status readGroup(const JsonValue& g, const std::string& at, const JobSpec& job, 
   auto& req = out.request;
   req.group = out.name;
   req.priority = job.priority;
+  req.groupCount = job.isSystem() ? 0 : out.count;
   const JsonValue* tasks = kube::find(g, {"tasks"});
   if (tasks == nullptr || !tasks->IsArray() || tasks->Empty()) return Status::invalid(at + ".tasks: at least one task is required");
   std::set<std::string> taskNames;

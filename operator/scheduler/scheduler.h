@@ -116,6 +116,10 @@ struct PlacementRequest {
   bool spreadAlgorithm = false;           // rank least-loaded first instead of bin-packing
   std::vector<std::string> penaltyWorkers;  // where the previous attempt failed: ranked last
   bool allowPreemption = true;
+  // The group's desired count: the total that spread targets' percentages apply to, and the
+  // denominator of the job anti-affinity penalty (as Nomad's tg.Count). 0: the allocations the
+  // group already has, plus this one.
+  int groupCount = 0;
 };
 
 struct Placement {
@@ -145,12 +149,14 @@ class ClusterState {
   void removeAlloc(const std::string& uid);
   const WorkerInfo* worker(const std::string& name) const;
   size_t workerCount() const;
+  const AllocInfo* alloc(const std::string& uid) const;  // nullptr: not held
+  size_t allocCount() const;
   // Implementation-defined indexes (free resources per worker, ports in use, allocations per
   // job/group per worker, per label value counts) live behind this.
   struct Impl;
   ClusterState();
   ~ClusterState();
-  ClusterState(ClusterState&&) noexcept;
+  ClusterState(ClusterState&&) noexcept;  // the moved-from state may only be destroyed or assigned to
   ClusterState& operator=(ClusterState&&) noexcept;
   Impl& impl() { return *impl_; }
   const Impl& impl() const { return *impl_; }
@@ -160,9 +166,13 @@ class ClusterState {
 };
 
 struct SchedulerOptions {
+  static constexpr int kNomadLimit = -1;
   // Nomad scores only a limited number of feasible workers (its "limit iterator"); 0 = score every
   // feasible worker. With a limit, a placement costs O(workers visited) rather than O(all workers).
-  int scoreLimit = 0;
+  // kNomadLimit (the default): max(2, ceil(log2(workers))), and spreadScoreLimit for requests
+  // with spreads or affinities, whose scores differ between workers beyond fit.
+  int scoreLimit = kNomadLimit;
+  int spreadScoreLimit = 256;             // with kNomadLimit; 0 = every feasible worker
   int dynamicPortMin = 20000;
   int dynamicPortMax = 32000;
   uint64_t seed = 1;                      // for the shuffled worker order, deterministic in tests
@@ -179,8 +189,19 @@ class Scheduler {
   std::optional<std::string> infeasibleReason(const PlacementRequest& req, const std::string& worker) const;
 
  private:
+  // The shuffled visiting order (Nomad shuffles nodes once per evaluation) and where the last
+  // placement stopped: the next one goes on from there, so one evaluation's placements look at
+  // different workers. Rebuilt when the state's set of workers changes.
+  void refreshOrder();
+
   ClusterState& state_;
   SchedulerOptions options_;
+  uint64_t orderGeneration_ = 0;
+  std::vector<uint32_t> order_;     // every known worker
+  std::vector<uint32_t> gpuOrder_;  // the workers with GPUs, for GPU requests
+  size_t cursor_ = 0;
+  size_t gpuCursor_ = 0;
+  uint64_t rng_ = 0;
 };
 
 }  // namespace scheduler
