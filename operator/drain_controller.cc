@@ -11,7 +11,6 @@ namespace op {
 using kube::Json;
 using kube::JsonPtr;
 using kube::JsonValue;
-using kube::Status;
 
 namespace {
 

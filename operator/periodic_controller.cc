@@ -86,7 +86,7 @@ ScheduleWindow scheduleWindow(const CronSchedule& cron, const TimeZone& tz, Seco
 
 PeriodicReconciler::PeriodicReconciler(kube::RestClientPtr client, kube::Informer& jobs, kube::EventRecorder* events,
                                        std::function<kube::TimePoint()> clock, PeriodicOptions options)
-    : client_(std::move(client)), jobs_(jobs), events_(events), clock_(std::move(clock)), options_(options) {}
+    : client_(std::move(client)), jobs_(jobs), events_(events), clock_(std::move(clock)), options_(std::move(options)) {}
 
 std::string PeriodicReconciler::keyFor(const JsonValue& job) {
   if (kube::find(job, {"spec", "schedule"}) != nullptr) return kube::Informer::keyOf(job);

@@ -79,6 +79,7 @@ JsonPtr alloc(const std::string& name, const std::string& phase, bool migrate = 
 
 std::vector<std::string> names(const std::vector<JsonPtr>& v) {
   std::vector<std::string> out;
+  out.reserve(v.size());
   for (const auto& a : v) out.push_back(kube::name(*a));
   return out;
 }
