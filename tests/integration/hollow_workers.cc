@@ -392,6 +392,10 @@ class Hollow {
     std::string phase;  // what we reported last: "", Pending, Running, Succeeded, Failed
     uint64_t epoch = 0; // bumps invalidate pending timers
     std::string startedAt;
+    // Status writes of one allocation go out one at a time and only the newest counts (the
+    // kubelet's status manager): two patches in flight on the pool could land out of order.
+    std::string unsent;  // newest status not yet sent ("" = none)
+    bool sending = false;
   };
 
   // ---- workers and leases ----
@@ -713,7 +717,7 @@ class Hollow {
   };
 
   // Called with mu_ held: builds the status patch now (the state is consistent), sends it on the pool.
-  void report(const AllocState& s, const JsonValue& alloc, const std::string& phase, bool ready, const TaskEnd* end) {
+  void report(AllocState& s, const JsonValue& alloc, const std::string& phase, bool ready, const TaskEnd* end) {
     Json st(rapidjson::kObjectType);
     auto& a = st.GetAllocator();
     JsonValue& status = kube::ensureObject(st, "status", a);
@@ -757,16 +761,35 @@ class Hollow {
     }
     status.AddMember("conditions", std::move(conds), a);
     statsDirty_ = true;
-    std::string body = kube::toJson(st);
+    s.unsent = kube::toJson(st);
+    if (s.sending) return;  // the sender in flight picks it up
+    s.sending = true;
+    std::string uid = s.uid;
     kube::ResourceRef ref = kAllocations.withNamespace(s.ns).withName(s.name);
-    pool_.post([this, ref, body, phase] {
+    pool_.post([this, uid, ref] { sendStatus(uid, ref); });
+  }
+
+  // On the pool: sends the allocation's newest status until none is left unsent.
+  void sendStatus(const std::string& uid, const kube::ResourceRef& ref) {
+    for (;;) {
+      std::string body;
+      {
+        std::lock_guard l(mu_);
+        auto it = allocs_.find(uid);
+        if (it == allocs_.end()) return;
+        if (it->second.unsent.empty()) {
+          it->second.sending = false;
+          return;
+        }
+        body.swap(it->second.unsent);
+      }
       auto r = client_->patchStatus(ref, kube::PatchType::kMerge, body);
       patches_++;
       if (!r && r.status().code() != 404) {
         errors_++;
-        log("status " + ref.ns + "/" + ref.name + " -> " + phase + ": " + r.status().message());
+        log("status " + ref.ns + "/" + ref.name + ": " + r.status().message());
       }
-    });
+    }
   }
 
   // ---- stats ----
