@@ -105,5 +105,7 @@ wait_until "new leader converges v4" 120 converged v4
 [ "$(dupes)" = 0 ] && pass || fail "no duplicate after the hand-over"
 kill "$STANDBY_PID" 2>/dev/null || true
 wait "$STANDBY_PID" 2>/dev/null || true
-grep -E "ERROR: AddressSanitizer|runtime error:" "$OPERATOR_LOG" "$WORK/standby.log" >/dev/null 2>&1 && fail "sanitizer report" || pass
+stop_operator
+for n in "${!HOLLOW_PIDS[@]}"; do stop_hollow "$n"; done
+sanitizer_logs_check "$OPERATOR_LOG" "$WORK/standby.log" "$WORK"/hollow-*.log
 finish

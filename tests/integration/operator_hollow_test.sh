@@ -244,5 +244,6 @@ invalid() { [ "$(job_cond bad-cron InvalidSpec)" = True ]; }
 wait_until "an unparseable cron: InvalidSpec" 30 invalid
 
 stop_operator
-grep -E "ERROR: AddressSanitizer|runtime error:" "$OPERATOR_LOG" "$WORK"/hollow-*.log >/dev/null 2>&1 && fail "sanitizer report" || pass
+for n in "${!HOLLOW_PIDS[@]}"; do stop_hollow "$n"; done
+sanitizer_logs_check "$OPERATOR_LOG" "$WORK"/hollow-*.log
 finish

@@ -9,6 +9,9 @@
 #   set_clock RFC3339            the operator's fake clock (--fake-clock-file $CLOCK_FILE)
 #   wait_until DESC SECONDS CMD  retries CMD every 0.2 s; pass, or fail after SECONDS (returns 0 either way)
 #   allocs_json [SELECTOR]       all Allocations as JSON (kubectl), for jq
+# Under ASan: full stack unwinding for leak reports, so that cpprest's TLS state kept past exit
+# (allocated inside libcrypto, which has no frame pointers) matches tests/lsan.supp's leak:libcpprest.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 declare -A HOLLOW_PIDS=()
 OPERATOR_PID=""
 OPERATOR_PORT=""
@@ -93,3 +96,10 @@ job_cond() { job_json "$1" | jq -r --arg t "$2" '.status.conditions // [] | map(
 count_allocs() { allocs_json "foxden.io/job=$1" | jq "[.items[] | select($2)] | length"; }
 running_healthy='.status.phase=="Running" and ((.status.conditions // []) | map(select(.type=="Healthy" and .status=="True")) | length > 0)'
 metric() { curl -sf "http://127.0.0.1:$OPERATOR_PORT/metrics" | awk -v m="$1" '$1==m {print $2}' | head -1; }
+
+# sanitizer_logs_check FILE...: any ASan/UBSan/LSan report in these logs fails the test (shown).
+sanitizer_logs_check() {
+  local hits
+  hits=$(grep -h -A15 -E "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$@" 2>/dev/null | head -60 || true)
+  if [ -n "$hits" ]; then fail "sanitizer report"; echo "$hits" >&2; else pass; fi
+}
