@@ -65,6 +65,8 @@ std::string loadAverage() {
 
 ClusterState makeCluster(const Options& o) {
   ClusterState state;
+  // As the job controller would: room for what it is about to add (the fill scenario adds most).
+  state.reserve(static_cast<size_t>(o.workers), static_cast<size_t>(o.prefill) + static_cast<size_t>(o.workers) * 16);
   for (int i = 0; i < o.workers; ++i) {
     scheduler::WorkerInfo w;
     w.name = "worker-" + std::to_string(i);
@@ -165,6 +167,10 @@ bool overCommitted(const ClusterState& state, const Options& o, const std::vecto
 }
 
 void print(const char* name, const Figures& f) {
+  if (f.placed + f.failed == 0) {
+    std::printf("%-11s skipped (nothing to place in a cluster this small)\n", name);
+    return;
+  }
   std::printf("%-11s %7d placed %5d failed  %9.0f placements/s  p50 %7.1f us  p99 %7.1f us  max %8.1f us\n", name,
               f.placed, f.failed, (f.placed + f.failed) / f.totalSeconds, f.p50us, f.p99us, f.maxus);
 }
@@ -204,8 +210,10 @@ int main(int argc, char** argv) {
   bool ok = true;
 
   {
+    // At most half of what the cluster holds (128 per worker): the figure is about placing.
     ClusterState state = makeCluster(o);
-    Figures f = run(state, o, o.placements, "plain-", [](int i) {
+    int n = std::min(o.placements, o.workers * 64);
+    Figures f = run(state, o, n, "plain-", [](int i) {
       PlacementRequest r;
       r.jobKey = "default/plain-" + std::to_string(i / 100);
       r.group = "web";
@@ -215,11 +223,13 @@ int main(int argc, char** argv) {
       return r;
     });
     print("plain", f);
-    ok = ok && f.failed == 0 && !overCommitted(state, o, {"plain-"}, {o.placements});
+    ok = ok && f.failed == 0 && !overCommitted(state, o, {"plain-"}, {n});
   }
   {
     ClusterState state = makeCluster(o);
-    Figures f = run(state, o, o.gpuPlacements, "gpu-", [](int i) {
+    // At most 3/4 of the A100s (one worker in 10 has 8): the figure is about placing, not failing.
+    int n = std::min(o.gpuPlacements, o.workers / 10 * 8 * 3 / 4);
+    Figures f = run(state, o, n, "gpu-", [](int i) {
       PlacementRequest r;
       r.jobKey = "default/train-" + std::to_string(i / 50);
       r.group = "trainer";
@@ -236,7 +246,7 @@ int main(int argc, char** argv) {
   }
   {
     ClusterState state = makeCluster(o);
-    int n = std::max(1, o.placements / 5);
+    int n = std::min(std::max(1, o.placements / 5), o.workers * 64);
     Figures f = run(state, o, n, "spread-", [](int i) {
       PlacementRequest r;
       r.jobKey = "default/spread-" + std::to_string(i / 100);
@@ -254,7 +264,7 @@ int main(int argc, char** argv) {
   {
     // 16 per worker at most (less where prefill took room), until the first that finds no room.
     ClusterState state = makeCluster(o);
-    int n = o.workers * 16;
+    int n = o.workers * 16 + 1;
     Figures f = run(state, o, n, "fill-", [](int i) {
       PlacementRequest r;
       r.jobKey = "default/fill-" + std::to_string(i / 100);

@@ -244,11 +244,19 @@ void JobController::start(const ControllerContext& ctx) {
   // Workers joining, leaving or changing what they offer can make a group placeable (or a system
   // job's set of workers change): every Job is looked at again (the queue de-duplicates).
   ctx_.informers.workers->addEventHandler(
-      {[this](const JsonPtr&) { enqueueAllJobs(); },
-       [this](const JsonPtr& o, const JsonPtr& n) {
-         if (workerSignature(*o) != workerSignature(*n)) enqueueAllJobs();
+      {[this](const JsonPtr& w) {
+         noteWorker(*w, true);
+         enqueueAllJobs();
        },
-       [this](const JsonPtr&) { enqueueAllJobs(); }});
+       [this](const JsonPtr& o, const JsonPtr& n) {
+         if (workerSignature(*o) == workerSignature(*n)) return;
+         noteWorker(*n, true);
+         enqueueAllJobs();
+       },
+       [this](const JsonPtr& w) {
+         noteWorker(*w, false);
+         enqueueAllJobs();
+       }});
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker(); });
 }
 
@@ -257,6 +265,29 @@ void JobController::stop() {
   queue_->shutDown();
   for (auto& t : threads_) if (t.joinable()) t.join();
   threads_.clear();
+}
+
+void JobController::noteWorker(const JsonValue& w, bool present) {
+  std::lock_guard l(offersMu_);
+  if (present) offers_[kube::name(w)] = workerOfferOf(w);
+  else offers_.erase(kube::name(w));
+  uniqueOffers_.reset();
+}
+
+std::vector<WorkerOffer> JobController::workerOffers() {
+  std::lock_guard l(offersMu_);
+  if (!uniqueOffers_) {
+    // Distinct (drivers, has GPUs) combinations: all the spec check needs, whatever the fleet size.
+    std::map<std::string, WorkerOffer> distinct;
+    for (const auto& [name, o] : offers_) {
+      std::string key = std::to_string(o.nvidiaGpus > 0) + std::to_string(o.amdGpus > 0);
+      for (const auto& d : o.drivers) key += "," + d;
+      distinct.emplace(key, o);
+    }
+    uniqueOffers_.emplace();
+    for (auto& [k, o] : distinct) uniqueOffers_->push_back(o);
+  }
+  return *uniqueOffers_;
 }
 
 void JobController::enqueueAllJobs() {
@@ -388,11 +419,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     return Result{};  // the update's event brings us back with the new resourceVersion
   }
 
-  std::vector<JsonPtr> workers = ctx_.informers.workers->list();
-  std::vector<WorkerOffer> offers;
-  offers.reserve(workers.size());
-  for (const auto& w : workers) offers.push_back(workerOfferOf(*w));
-  StatusOr<JobSpec> parsed = parseJobSpec(*job, offers);
+  StatusOr<JobSpec> parsed = parseJobSpec(*job, workerOffers());
   const int64_t gen = kube::getInt(*job, {"metadata", "generation"}).value_or(0);
   if (!parsed) {
     const std::string msg = parsed.status().message();
@@ -417,7 +444,13 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   in.spec = &spec;
   in.now = now;
   for (const auto& al : allocs) in.allocs.push_back(viewOf(al, spec));
-  for (const auto& w : workers) in.workers.insert(kube::name(*w));
+  // The planner asks only whether the workers its allocations name still exist.
+  for (const auto& al : in.allocs) {
+    if (ctx_.informers.workers->get(al.worker)) in.workers.insert(al.worker);
+  }
+  // The whole worker list only where it is needed: system jobs and placements.
+  std::vector<JsonPtr> workers;
+  if (spec.isSystem()) workers = ctx_.informers.workers->list();
   if (spec.isSystem()) {
     // Eligible: ready, schedulable, and feasible on an empty worker (whether it fits next to what
     // runs there is the placement's question, reported as unplaced).
@@ -441,9 +474,10 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     if (!st && firstError) firstError = st;
   };
   const std::string nowText = kube::formatTime(now);
-  for (const auto& [name, value] : plan.annotate) {
-    auto it = byName.find(name);
+  for (const auto& entry : plan.annotate) {
+    auto it = byName.find(entry.first);
     if (it == byName.end()) continue;
+    const std::optional<std::string>& value = entry.second;
     note(updateAlloc(it->second, [&](Json& o) {
       JsonValue& ann = kube::ensureObject(o["metadata"], "annotations", o.GetAllocator());
       if (value) kube::setString(ann, kAnnHealthySince, *value, o.GetAllocator());
@@ -484,6 +518,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   const int64_t version = kube::getInt(plan.status, {"currentVersion"}).value_or(0);
   const JsonValue* groupsJson = kube::find(*job, {"spec", "groups"});
   if (!plan.place.empty()) {
+    if (workers.empty()) workers = ctx_.informers.workers->list();
     std::vector<std::pair<Json, const PlaceRequest*>> toCreate;
     std::vector<std::string> preempt;
     {

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,6 +67,8 @@ class JobController : public Controller {
  private:
   void worker();
   void enqueueAllJobs();
+  void noteWorker(const kube::JsonValue& worker, bool present);
+  std::vector<WorkerOffer> workerOffers();
   std::vector<kube::JsonPtr> allocsOf(const std::string& ns, const std::string& job) const;
   kube::StatusOr<Result> finalize(const kube::JsonPtr& job, const std::vector<kube::JsonPtr>& allocs);
   kube::Status updateAlloc(const kube::JsonPtr& alloc, const std::function<void(kube::Json&)>& edit);
@@ -86,6 +89,11 @@ class JobController : public Controller {
   // "assumed" pods): name -> what it holds; dropped once the cache has the allocation.
   std::mutex placementMu_;
   std::map<std::string, std::pair<scheduler::AllocInfo, TimePoint>> assumed_;  // guarded by placementMu_
+
+  // What each worker offers (drivers, GPUs), for the spec check; kept by the worker handlers.
+  std::mutex offersMu_;
+  std::map<std::string, WorkerOffer> offers_;                // guarded by offersMu_
+  std::optional<std::vector<WorkerOffer>> uniqueOffers_;     // guarded by offersMu_; reset on change
 
   Counter* reconciles_ = nullptr;
   Counter* errors_ = nullptr;

@@ -12,6 +12,10 @@ using kube::JsonValue;
 
 namespace {
 
+// Versions come back from the status, which anyone with access may have edited: keep arithmetic
+// on them far from overflow.
+int64_t clampVersion(int64_t v) { return std::clamp<int64_t>(v, 0, int64_t{1} << 52); }
+
 int64_t unixSeconds(TimePoint t) { return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count(); }
 
 std::optional<TimePoint> timeAt(const JsonValue& v, std::initializer_list<std::string_view> path) {
@@ -123,7 +127,7 @@ AllocView viewOf(const kube::JsonPtr& alloc, const JobSpec& spec) {
   std::string rs = annotation(o, kAnnReschedules);
   std::stringstream ss(rs);
   for (std::string part; std::getline(ss, part, ',');) {
-    if (!part.empty()) v.reschedules.push_back(std::atoll(part.c_str()));
+    if (!part.empty()) v.reschedules.push_back(std::clamp<int64_t>(std::atoll(part.c_str()), 0, int64_t{1} << 40));
   }
   return v;
 }
@@ -208,10 +212,11 @@ Plan planJob(const PlanInput& in) {
   Versions versions;
   if (const JsonValue* vs = kube::find(status, {"versions"}); vs && vs->IsArray()) {
     for (const auto& v : vs->GetArray()) {
-      versions.entries.push_back({kube::getInt(v, {"version"}).value_or(0), kube::getString(v, {"hash"}), &v});
+      versions.entries.push_back({clampVersion(kube::getInt(v, {"version"}).value_or(0)), kube::getString(v, {"hash"}), &v});
     }
   }
   std::optional<int64_t> current = kube::getInt(status, {"currentVersion"});
+  if (current) current = clampVersion(*current);
   std::optional<int64_t> stable = kube::getInt(status, {"stableVersion"});
   const Versions::Entry* curEntry = current ? versions.find(*current) : nullptr;
   bool newVersion = curEntry == nullptr || curEntry->hash != spec.templateHash;
@@ -542,7 +547,7 @@ Plan planJob(const PlanInput& in) {
     } else {
       for (int i = 0; i < g.count; ++i) desiredSlots.insert(std::to_string(i));
     }
-    for (const auto& s : desiredSlots) slots.push_back(s);
+    slots.assign(desiredSlots.begin(), desiredSlots.end());
     std::sort(slots.begin(), slots.end(), [&](const std::string& x, const std::string& y) {
       if (spec.isSystem()) return x < y;
       return std::atoi(x.c_str()) < std::atoi(y.c_str());

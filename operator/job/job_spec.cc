@@ -345,11 +345,13 @@ kube::StatusOr<JobSpec> parseJobSpec(const JsonValue& job, const std::vector<Wor
   s.priority = intOr(*spec, {"priority"}, 50, 0, 100);
   s.suspend = kube::getBool(*spec, {"suspend"});
   s.backoffLimit = intOr(*spec, {"backoffLimit"}, 6, 0, 1 << 20);
-  if (auto v = kube::getInt(*spec, {"activeDeadlineSeconds"}); v && *v > 0) s.activeDeadlineSeconds = *v;
-  if (auto v = kube::getInt(*spec, {"ttlSecondsAfterFinished"}); v && *v >= 0) s.ttlSecondsAfterFinished = *v;
+  // Durations are clamped to 100 years so that time arithmetic on them cannot overflow.
+  constexpr int64_t kCentury = 100LL * 366 * 86400;
+  if (auto v = kube::getInt(*spec, {"activeDeadlineSeconds"}); v && *v > 0) s.activeDeadlineSeconds = std::min(*v, kCentury);
+  if (auto v = kube::getInt(*spec, {"ttlSecondsAfterFinished"}); v && *v >= 0) s.ttlSecondsAfterFinished = std::min(*v, kCentury);
   s.revisionHistoryLimit = intOr(*spec, {"revisionHistoryLimit"}, 10, 0, 1000);
-  if (auto v = kube::getInt(*spec, {"promoteVersion"})) s.promoteVersion = *v;
-  if (auto v = kube::getInt(*spec, {"rollbackTo", "version"})) s.rollbackTo = *v;
+  if (auto v = kube::getInt(*spec, {"promoteVersion"})) s.promoteVersion = std::clamp<int64_t>(*v, -1, int64_t{1} << 52);
+  if (auto v = kube::getInt(*spec, {"rollbackTo", "version"})) s.rollbackTo = std::clamp<int64_t>(*v, -1, int64_t{1} << 52);
   if (const JsonValue* sch = kube::find(*spec, {"schedule"})) {
     if (!sch->IsObject()) return Status::invalid("spec.schedule: must be an object");
     if (!s.isBatch()) return Status::invalid("spec.schedule: only batch and sysbatch jobs can be periodic");

@@ -24,22 +24,15 @@ uint32_t WorkerSlot::label(uint32_t key) const {
   return it != labels.end() && it->first == key ? it->second : kNoId;
 }
 
-bool WorkerSlot::holdsPort(int port) const { return std::binary_search(ports.begin(), ports.end(), port); }
-
-int WorkerSlot::portsInRange(int lo, int hi) const {
-  // Distinct ports only: two allocations claiming one port (a caller's mistake) free one port less.
-  auto first = std::lower_bound(ports.begin(), ports.end(), lo);
-  auto last = std::upper_bound(first, ports.end(), hi);
-  int n = 0;
-  for (auto it = first; it != last; ++it) {
-    if (it == first || *it != *(it - 1)) ++n;
-  }
-  return n;
-}
-
 ClusterState::Impl::Impl() {
   keyWorker = keys.intern(std::string(kAttrWorker));
   keyGpuMemory = keys.intern(std::string(kAttrGpuMemory));
+}
+
+void ClusterState::Impl::reserve(size_t workerCount, size_t allocCount) {
+  workers.reserve(workerCount);
+  workerByName.reserve(workerCount);
+  allocByUid.reserve(allocCount);
 }
 
 uint32_t ClusterState::Impl::internValue(const std::string& v) {
@@ -82,6 +75,8 @@ void ClusterState::Impl::upsertWorker(WorkerInfo info) {
   if (!w.known) ++knownWorkers;
   w.known = true;
   w.eligible = info.ready && info.schedulable;
+  w.cpuMilli = info.cpuMilli;
+  w.memoryBytes = info.memoryBytes;
 
   w.driverMask = 0;
   w.driverValues.clear();
@@ -162,11 +157,14 @@ void ClusterState::Impl::account(uint32_t slot, int sign) {
   if (sign > 0) {
     a.posInWorker = static_cast<uint32_t>(w.allocs.size());
     w.allocs.push_back(slot);
+    w.allocPriority.push_back(a.info.priority);
   } else {
     uint32_t moved = w.allocs.back();
     w.allocs[a.posInWorker] = moved;
+    w.allocPriority[a.posInWorker] = w.allocPriority.back();
     allocs[moved].posInWorker = a.posInWorker;
     w.allocs.pop_back();
+    w.allocPriority.pop_back();
   }
 
   JobIndex& j = jobs[a.info.jobKey];
@@ -259,6 +257,7 @@ ClusterState& ClusterState::operator=(ClusterState&& o) noexcept {
   return *this;
 }
 
+void ClusterState::reserve(size_t workers, size_t allocs) { impl_->reserve(workers, allocs); }
 void ClusterState::upsertWorker(WorkerInfo w) { impl_->upsertWorker(std::move(w)); }
 void ClusterState::removeWorker(const std::string& name) { impl_->removeWorker(name); }
 void ClusterState::addAlloc(AllocInfo a) { impl_->addAlloc(std::move(a)); }

@@ -47,23 +47,27 @@ class Interner {
 };
 
 struct WorkerSlot {
+  // Hot: what checking a candidate for a plain cpu/memory request reads, in one cache line.
   bool known = false;     // upserted and not removed
   bool eligible = false;  // ready && schedulable
-  WorkerInfo info;
   uint64_t driverMask = 0;
-  std::vector<uint32_t> driverValues;                 // value ids of the drivers, for foxden.io/driver
-  std::vector<std::pair<uint32_t, uint32_t>> labels;  // (key id, value id), sorted by key
+  int64_t cpuMilli = 0;   // allocatable, copied from info
+  int64_t memoryBytes = 0;
   int64_t usedCpu = 0;
   int64_t usedMemory = 0;
+
+  WorkerInfo info;
+  std::vector<uint32_t> driverValues;                 // value ids of the drivers, for foxden.io/driver
+  std::vector<std::pair<uint32_t, uint32_t>> labels;  // (key id, value id), sorted by key
   std::vector<uint8_t> gpuVendor;   // vendor id per GPU (index into info.gpus)
   std::vector<uint32_t> gpuModel;   // model id per GPU
   std::vector<uint16_t> gpuUse;     // allocations holding each GPU
   std::vector<int> ports;           // ports in use, sorted, duplicates kept
   std::vector<uint32_t> allocs;     // alloc slots on this worker
+  std::vector<int> allocPriority;   // their priorities, side by side: preemption filters on these
+                                    // without touching every allocation
 
   uint32_t label(uint32_t key) const;  // value id, kNoId if absent
-  bool holdsPort(int port) const;
-  int portsInRange(int lo, int hi) const;
 };
 
 struct AllocSlot {
@@ -95,7 +99,7 @@ struct ClusterState::Impl {
   // Bumped whenever the set of known workers or their GPUs change: schedulers rebuild their order.
   uint64_t generation = 1;
 
-  std::vector<AllocSlot> allocs;
+  std::deque<AllocSlot> allocs;  // a deque: growing never moves every allocation (a latency spike)
   std::vector<uint32_t> freeAllocSlots;
   std::unordered_map<std::string, uint32_t> allocByUid;
   size_t liveAllocs = 0;
@@ -112,6 +116,7 @@ struct ClusterState::Impl {
   uint32_t keyWorker, keyGpuMemory;
 
   Impl();
+  void reserve(size_t workerCount, size_t allocCount);
   uint32_t internValue(const std::string& v);
   uint32_t slotFor(const std::string& worker);  // creates an unknown slot if needed
   void upsertWorker(WorkerInfo w);

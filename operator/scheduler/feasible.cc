@@ -126,8 +126,7 @@ Feasibility::Feasibility(const ClusterState::Impl& state, const PlacementRequest
 ReasonCode Feasibility::check(uint32_t slot) const {
   const WorkerSlot& w = state_.workers[slot];
   if (!w.known) return kUnknownWorker;
-  if (!w.info.ready) return kNotReady;
-  if (!w.info.schedulable) return kUnschedulable;
+  if (!w.eligible) return w.info.ready ? kUnschedulable : kNotReady;
   if ((w.driverMask & driverBit_) == 0) return kMissingDriver;
   for (size_t i = 0; i < constraints_.size(); ++i) {
     if (!constraints_[i].matches(state_, w)) return kConstraint + static_cast<ReasonCode>(constraintIndex_[i]);
@@ -147,8 +146,8 @@ bool Feasibility::gpuUsable(const WorkerSlot& w, size_t i, bool withAttributes) 
 }
 
 ReasonCode Feasibility::checkResources(const WorkerSlot& w, const Usage& use) const {
-  if (use.cpu + req_.cpuMilli > w.info.cpuMilli) return kInsufficientCpu;
-  if (use.memory + req_.memoryBytes > w.info.memoryBytes) return kInsufficientMemory;
+  if (use.cpu + req_.cpuMilli > w.cpuMilli) return kInsufficientCpu;
+  if (use.memory + req_.memoryBytes > w.memoryBytes) return kInsufficientMemory;
   if (gpuCount_ > 0) {
     int freeOfVendor = 0;
     int matching = 0;

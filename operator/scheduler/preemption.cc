@@ -46,8 +46,8 @@ std::optional<Eviction> findEviction(const ClusterState::Impl& state, const Plac
   for (uint32_t wid : workers) {
     const WorkerSlot& w = state.workers[wid];
     std::vector<uint32_t> victims;
-    for (uint32_t a : w.allocs) {
-      if (state.allocs[a].info.priority <= req.priority - kPreemptionPriorityGap) victims.push_back(a);
+    for (size_t i = 0; i < w.allocs.size(); ++i) {
+      if (w.allocPriority[i] <= req.priority - kPreemptionPriorityGap) victims.push_back(w.allocs[i]);
     }
     if (victims.empty()) continue;
     auto share = [&](uint32_t a) {

@@ -93,8 +93,8 @@ double Ranking::spreadBoost(const SpreadRule& s, const WorkerSlot& w) const {
 
 double Ranking::score(uint32_t slot) const {
   const WorkerSlot& w = state_.workers[slot];
-  double cpu = fraction(w.usedCpu + req_.cpuMilli, w.info.cpuMilli);
-  double memory = fraction(w.usedMemory + req_.memoryBytes, w.info.memoryBytes);
+  double cpu = fraction(w.usedCpu + req_.cpuMilli, w.cpuMilli);
+  double memory = fraction(w.usedMemory + req_.memoryBytes, w.memoryBytes);
   double sum = (req_.spreadAlgorithm ? spreadFit(cpu, memory) : binPackFit(cpu, memory)) / kMaxFit;
   int components = 1;
 

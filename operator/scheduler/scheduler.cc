@@ -158,7 +158,8 @@ PlacementResult Scheduler::place(const PlacementRequest& req, const std::string&
   std::vector<ReasonCode> codes;  // distinct, to describe each once
   std::vector<int> counts;
   std::vector<uint32_t> resourceBound;
-  for (uint32_t slot : order_) {
+  for (uint32_t slot = 0; slot < s.workers.size(); ++slot) {  // in memory order: this visits all
+    if (!s.workers[slot].known) continue;
     ReasonCode r = feasibility.check(slot);
     auto it = std::find(codes.begin(), codes.end(), r);
     if (it == codes.end()) {

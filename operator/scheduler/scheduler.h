@@ -127,7 +127,9 @@ struct Placement {
   std::vector<Gpu> gpus;                  // the GPUs chosen
   std::vector<PortAssignment> ports;      // one per requested port
   double score = 0;
-  std::vector<std::string> preempted;     // uids of allocations to evict (empty without preemption)
+  // uids of allocations to evict (empty without preemption); already removed from the state, so
+  // the caller must delete them (or re-add them to the state if it gives up on this placement)
+  std::vector<std::string> preempted;
 };
 
 // Why nothing fit: counts per reason, as kube-scheduler's FailedScheduling reports them.
@@ -143,6 +145,9 @@ using PlacementResult = std::variant<Placement, PlacementFailure>;
 // A snapshot of the cluster that placements are recorded into.
 class ClusterState {
  public:
+  // Optional: room for this many workers and allocations, so that filling the state (and the
+  // placements after) never stops to rehash its indexes.
+  void reserve(size_t workers, size_t allocs);
   void upsertWorker(WorkerInfo w);
   void removeWorker(const std::string& name);
   void addAlloc(AllocInfo a);             // replaces one with the same uid

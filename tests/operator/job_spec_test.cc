@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <utility>
+
 #include "kube/yaml.h"
 
 namespace op {
@@ -43,7 +45,7 @@ TEST_CASE("job spec: reads groups into placement requests") {
   CHECK(g.update.autoRevert);
   CHECK(g.update.canary == 1);
   CHECK(g.request.cpuMilli == 1250);                         // request, else limit
-  CHECK(g.request.memoryBytes == 64 * 1024 * 1024 + 1024LL * 1024 * 1024);
+  CHECK(g.request.memoryBytes == 64LL * 1024 * 1024 + 1024LL * 1024 * 1024);
   CHECK(g.request.gpus.count == 1);
   CHECK(g.request.gpus.vendor == "nvidia");
   REQUIRE(g.request.ports.size() == 2);
@@ -111,7 +113,7 @@ TEST_CASE("job spec: semantically invalid Jobs say why") {
     auto parsedPatch = kube::parseJson(c.patch);
     REQUIRE(parsedPatch.isOk());
     kube::Json& p = *parsedPatch;
-    for (auto& m : p.GetObject()) kube::setMember(j["spec"], kube::view(m.name), kube::JsonValue(m.value, j.GetAllocator()), j.GetAllocator());
+    for (const auto& m : std::as_const(p).GetObject()) kube::setMember(j["spec"], kube::view(m.name), kube::JsonValue(m.value, j.GetAllocator()), j.GetAllocator());
     auto s = parseJobSpec(j);
     REQUIRE_FALSE(s.isOk());
     CHECK(s.status().message().find(c.needle) != std::string::npos);

@@ -532,6 +532,7 @@ TEST_CASE("scheduler: placeOn and infeasibleReason for one worker") {
 
 TEST_CASE("scheduler: state follows workers and allocations coming and going") {
   ClusterState state;
+  state.reserve(3, 8);  // a hint only
   state.upsertWorker(makeWorker("w-1", 1000, kGi));
   state.upsertWorker(makeWorker("w-2", 1000, kGi));
   CHECK(state.workerCount() == 2);
