@@ -5,6 +5,8 @@
 # for an index, the old version gone). Then two operators at once: only one leads at any sample
 # of the Lease, the standby runs no reconcile (its writes never leave the process), and it takes
 # over when the leader is killed.
+# Own work-dir prefix: clean-ups of /tmp/foxden-it.* elsewhere must not pull the floor from under us.
+FOXDEN_WORK_PREFIX=/tmp/foxden-hollow-it
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/hollow.sh"
 start_server

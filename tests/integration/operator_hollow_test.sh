@@ -5,6 +5,8 @@
 # Replace and Allow; constraints, GPUs, static ports and spread place as asked; an unplaceable
 # group explains itself; a lost worker's allocations are replaced elsewhere; stopping the operator
 # and the server for longer than the grace period evicts nothing; a drain keeps its budget.
+# Own work-dir prefix: clean-ups of /tmp/foxden-it.* elsewhere must not pull the floor from under us.
+FOXDEN_WORK_PREFIX=/tmp/foxden-hollow-it
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/hollow.sh"
 start_server
