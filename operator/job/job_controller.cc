@@ -53,6 +53,19 @@ std::string workerSignature(const JsonValue& w) {
   return s;
 }
 
+// Runs fn(0..n-1) on up to 8 threads (this one included): a 1,000-allocation group is not 1,000
+// API round trips in a row. fn must be thread-safe; it must not throw.
+void parallelFor(size_t n, const std::function<void(size_t)>& fn) {
+  std::atomic<size_t> next{0};
+  auto run = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < std::min<size_t>(8, n); ++i) threads.emplace_back(run);
+  run();
+  for (auto& t : threads) t.join();
+}
+
 }  // namespace
 
 scheduler::WorkerInfo workerInfoOf(const JsonValue& w) {
@@ -225,9 +238,15 @@ void JobController::start(const ControllerContext& ctx) {
   auto enqueueJob = [this](const JsonPtr& o) { queue_->add(kube::Informer::keyOf(*o)); };
   ctx_.informers.jobs->addEventHandler({enqueueJob, [enqueueJob](const JsonPtr&, const JsonPtr& n) { enqueueJob(n); }, enqueueJob});
   auto onAlloc = [this](const JsonPtr& o, bool present) {
+    std::string ak = kube::Informer::keyOf(*o);
+    {
+      std::lock_guard l(placementMu_);
+      std::optional<scheduler::AllocInfo> info = present ? allocInfoOf(*o) : std::nullopt;
+      if (info) state_.addAlloc(std::move(*info));
+      else state_.removeAlloc(ak);
+    }
     std::string jk = jobKeyOfAlloc(*o);
     if (jk.empty()) return;
-    std::string ak = kube::Informer::keyOf(*o);
     {
       std::lock_guard l(indexMu_);
       if (present) allocIndex_[jk].insert(ak);
@@ -249,7 +268,7 @@ void JobController::start(const ControllerContext& ctx) {
          enqueueAllJobs();
        },
        [this](const JsonPtr& o, const JsonPtr& n) {
-         if (workerSignature(*o) == workerSignature(*n)) return;
+         if (workerSignature(*o) == workerSignature(*n)) return;  // heartbeats and usage figures
          noteWorker(*n, true);
          enqueueAllJobs();
        },
@@ -257,6 +276,10 @@ void JobController::start(const ControllerContext& ctx) {
          noteWorker(*w, false);
          enqueueAllJobs();
        }});
+  {
+    std::lock_guard l(placementMu_);
+    scheduler_ = std::make_unique<scheduler::Scheduler>(state_, options_.scheduler);
+  }
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker(); });
 }
 
@@ -268,6 +291,11 @@ void JobController::stop() {
 }
 
 void JobController::noteWorker(const JsonValue& w, bool present) {
+  {
+    std::lock_guard l(placementMu_);
+    if (present) state_.upsertWorker(workerInfoOf(w));
+    else state_.removeWorker(kube::name(w));
+  }
   std::lock_guard l(offersMu_);
   if (present) offers_[kube::name(w)] = workerOfferOf(w);
   else offers_.erase(kube::name(w));
@@ -448,10 +476,8 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   for (const auto& al : in.allocs) {
     if (ctx_.informers.workers->get(al.worker)) in.workers.insert(al.worker);
   }
-  // The whole worker list only where it is needed: system jobs and placements.
-  std::vector<JsonPtr> workers;
-  if (spec.isSystem()) workers = ctx_.informers.workers->list();
   if (spec.isSystem()) {
+    std::vector<JsonPtr> workers = ctx_.informers.workers->list();
     // Eligible: ready, schedulable, and feasible on an empty worker (whether it fits next to what
     // runs there is the placement's question, reported as unplaced).
     scheduler::ClusterState empty;
@@ -470,39 +496,65 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   std::map<std::string, JsonPtr> byName;
   for (const auto& al : allocs) byName[kube::name(*al)] = al;
   Status firstError;
+  std::mutex noteMu;
   auto note = [&](const Status& st) {
+    std::lock_guard l(noteMu);
     if (!st && firstError) firstError = st;
   };
   const std::string nowText = kube::formatTime(now);
+  // One update per allocation, carrying every edit the plan has for it.
+  using Edit = std::function<void(Json&)>;
+  std::map<std::string, std::vector<Edit>> edits;
   for (const auto& entry : plan.annotate) {
-    auto it = byName.find(entry.first);
-    if (it == byName.end()) continue;
-    const std::optional<std::string>& value = entry.second;
-    note(updateAlloc(it->second, [&](Json& o) {
+    if (!byName.count(entry.first)) continue;
+    std::optional<std::string> value = entry.second;
+    edits[entry.first].push_back([value](Json& o) {
       JsonValue& ann = kube::ensureObject(o["metadata"], "annotations", o.GetAllocator());
       if (value) kube::setString(ann, kAnnHealthySince, *value, o.GetAllocator());
       else kube::removeMember(ann, kAnnHealthySince);
-    }));
+    });
   }
   for (const auto& name : plan.markFailedAt) {
-    auto it = byName.find(name);
-    if (it == byName.end()) continue;
-    note(updateAlloc(it->second, [&](Json& o) {
+    if (!byName.count(name)) continue;
+    edits[name].push_back([nowText](Json& o) {
       kube::setString(kube::ensureObject(o["metadata"], "annotations", o.GetAllocator()), kAnnFailedAt, nowText, o.GetAllocator());
-    }));
+    });
   }
+  auto applyEdits = [&] {
+    std::vector<std::pair<const std::string*, std::vector<Edit>*>> list;
+    list.reserve(edits.size());
+    for (auto& [name, es] : edits) list.emplace_back(&name, &es);
+    parallelFor(list.size(), [&](size_t i) {
+      note(updateAlloc(byName.at(*list[i].first), [&](Json& o) {
+        for (const auto& e : *list[i].second) e(o);
+      }));
+    });
+    edits.clear();
+  };
+  applyEdits();
   if (!firstError) return firstError;  // annotations changed resourceVersions: start over from the cache
   std::set<std::string> stopped;
-  auto stopAlloc = [&](const std::string& name, const std::string& why) {
-    auto it = byName.find(name);
-    if (it == byName.end() || !stopped.insert(name).second) return;
-    note(updateAlloc(it->second, [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); }));
-    if (!why.empty()) event(*job, {false, "Stopping", "allocation " + name + ": " + why});
-  };
-  for (const auto& name : plan.stop) stopAlloc(name, "");
+  const Edit stopEdit = [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); };
+  for (const auto& name : plan.stop) {
+    if (byName.count(name) && stopped.insert(name).second) edits[name].push_back(stopEdit);
+  }
   for (const auto& name : plan.uncanary) {
     if (stopped.count(name) || !byName.count(name)) continue;
-    note(updateAlloc(byName[name], [](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); }));
+    edits[name].push_back([](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); });
+  }
+  applyEdits();
+  // One Event per reason, not per allocation: suspending 1,000 allocations is one decision.
+  std::map<std::string, std::vector<std::string>> stopsByReason;
+  for (const auto& name : stopped) {
+    auto r = plan.stopReasons.find(name);
+    stopsByReason[r == plan.stopReasons.end() ? "stopped" : r->second].push_back(name);
+  }
+  for (const auto& [why, names] : stopsByReason) {
+    std::string list;
+    for (size_t i = 0; i < names.size() && i < 3; ++i) list += (i ? ", " : "") + names[i];
+    if (names.size() > 3) list += ", ...";
+    event(*job, {false, "Stopping", "stopping " + std::to_string(names.size()) + " allocation" + (names.size() > 1 ? "s" : "") +
+                                        " (" + list + "): " + why});
   }
   for (const auto& name : plan.remove) {
     auto it = byName.find(name);
@@ -518,43 +570,40 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   const int64_t version = kube::getInt(plan.status, {"currentVersion"}).value_or(0);
   const JsonValue* groupsJson = kube::find(*job, {"spec", "groups"});
   if (!plan.place.empty()) {
-    if (workers.empty()) workers = ctx_.informers.workers->list();
-    std::vector<std::pair<Json, const PlaceRequest*>> toCreate;
+    struct Create {
+      Json obj;
+      const PlaceRequest* req;
+      std::optional<scheduler::AllocInfo> freed;  // what the replaced allocation held
+      Status result;
+    };
+    std::vector<Create> toCreate;
     std::vector<std::string> preempt;
     {
       std::lock_guard l(placementMu_);
-      scheduler::ClusterState state;
-      for (const auto& w : workers) state.upsertWorker(workerInfoOf(*w));
-      std::set<std::string> seen;
-      for (const auto& al : ctx_.informers.allocations->list()) {
-        seen.insert(kube::Informer::keyOf(*al));
-        if (auto info = allocInfoOf(*al)) state.addAlloc(std::move(*info));
-      }
-      for (auto it = assumed_.begin(); it != assumed_.end();) {
-        bool inCache = seen.count(it->first);
-        if (inCache || now - it->second.second > std::chrono::seconds(60)) {
-          it = assumed_.erase(it);
-        } else {
-          state.addAlloc(it->second.first);
-          ++it;
-        }
-      }
-      for (const auto& name : stopped) state.removeAlloc(ns + "/" + name);
-      scheduler::Scheduler sched(state, options_.scheduler);
+      for (const auto& name : stopped) state_.removeAlloc(ns + "/" + name);
       for (const auto& pr : plan.place) {
         const GroupSpec* g = spec.group(pr.group);
         const JsonValue* gj = nullptr;
         for (const auto& x : groupsJson->GetArray()) if (kube::getString(x, {"name"}) == pr.group) gj = &x;
         if (g == nullptr || gj == nullptr) continue;
-        if (!pr.replaces.empty()) state.removeAlloc(ns + "/" + pr.replaces);  // its resources are freed by the update
+        // An update frees the old allocation's resources (it is stopped once the new one exists).
+        std::optional<scheduler::AllocInfo> freed;
+        if (!pr.replaces.empty()) {
+          if (const scheduler::AllocInfo* old = state_.alloc(ns + "/" + pr.replaces)) {
+            freed = *old;
+            state_.removeAlloc(ns + "/" + pr.replaces);
+          }
+        }
         scheduler::PlacementRequest req = g->request;
         req.penaltyWorkers = pr.penaltyWorkers;
         std::string name = allocName(jobName, g->name, pr.slot, spec.isSystem(), pr.attempt);
-        auto t0 = std::chrono::steady_clock::now();
         const std::string key = ns + "/" + name;
-        scheduler::PlacementResult res = pr.targetWorker.empty() ? sched.place(req, key) : sched.placeOn(req, key, pr.targetWorker);
+        auto t0 = std::chrono::steady_clock::now();
+        scheduler::PlacementResult res =
+            pr.targetWorker.empty() ? scheduler_->place(req, key) : scheduler_->placeOn(req, key, pr.targetWorker);
         placementLatency_->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (auto* fail = std::get_if<scheduler::PlacementFailure>(&res)) {
+          if (freed) state_.addAlloc(*freed);
           placementFailures_->inc();
           auto& u = unplaced[pr.group];
           u.first++;
@@ -563,9 +612,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
         }
         const auto& placement = std::get<scheduler::Placement>(res);
         for (const auto& victim : placement.preempted) preempt.push_back(victim);
-        Json obj = buildAllocation(*job, spec, *g, *gj, pr, placement, version);
-        if (auto info = allocInfoOf(obj)) assumed_[key] = {std::move(*info), now};
-        toCreate.emplace_back(std::move(obj), &pr);
+        toCreate.push_back({buildAllocation(*job, spec, *g, *gj, pr, placement, version), &pr, std::move(freed), Status::ok()});
       }
     }
     for (const auto& victim : preempt) {
@@ -574,19 +621,24 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       note(updateAlloc(v, [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); }));
       event(*job, {false, "Preempted", "stopping lower-priority allocation " + victim + " to make room"});
     }
-    for (auto& [obj, pr] : toCreate) {
-      std::string name = kube::name(obj), worker = kube::getString(obj, {"spec", "workerName"});
-      auto r = ctx_.client->create(kAllocations.withNamespace(ns), obj);
-      if (!r && r.status().code() != 409) {
+    parallelFor(toCreate.size(), [&](size_t i) {
+      auto r = ctx_.client->create(kAllocations.withNamespace(ns), toCreate[i].obj);
+      toCreate[i].result = r ? Status::ok() : r.status();
+    });
+    for (auto& c : toCreate) {
+      std::string name = kube::name(c.obj), worker = kube::getString(c.obj, {"spec", "workerName"});
+      if (!c.result && c.result.code() != 409) {
         std::lock_guard l(placementMu_);
-        assumed_.erase(ns + "/" + name);
-        note(r.status());
+        state_.removeAlloc(ns + "/" + name);
+        if (c.freed) state_.addAlloc(*c.freed);
+        note(c.result);
         continue;
       }
-      if (!r) continue;  // AlreadyExists: a previous attempt (or another writer) made it
+      if (!c.result) continue;  // AlreadyExists: a previous attempt (or another writer) made it
       placements_->inc();
+      const PlaceRequest* pr = c.req;
       if (!pr->replaces.empty()) {
-        stopAlloc(pr->replaces, "");
+        if (byName.count(pr->replaces) && stopped.insert(pr->replaces).second) edits[pr->replaces].push_back(stopEdit);
         event(*job, {false, "Replaced", "allocation " + name + " on " + worker + " replaces " + pr->replaces});
       } else if (!pr->previous.empty()) {
         event(*job, {false, "Rescheduled", "allocation " + name + " on " + worker + " replaces failed " + pr->previous});
@@ -595,6 +647,8 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       }
     }
   }
+
+  applyEdits();  // stop what the new allocations replace
 
   // Status, last, only when it changed.
   finishStatus(plan.status, unplaced, gen, now);

@@ -85,10 +85,13 @@ class JobController : public Controller {
   mutable std::mutex indexMu_;
   std::map<std::string, std::set<std::string>> allocIndex_;  // guarded by indexMu_
 
-  // Placements this process made that the allocation cache may not show yet (kube-scheduler's
-  // "assumed" pods): name -> what it holds; dropped once the cache has the allocation.
+  // The scheduler's view of the cluster, kept current by the worker and allocation handlers and by
+  // this controller's own placements (kube-scheduler's cache with "assumed" pods): a placement is
+  // recorded when it is decided, the informer's copy replaces it when it arrives, a failed create
+  // removes it. No reconcile rebuilds it, so a placement costs the scheduler's time, not O(cluster).
   std::mutex placementMu_;
-  std::map<std::string, std::pair<scheduler::AllocInfo, TimePoint>> assumed_;  // guarded by placementMu_
+  scheduler::ClusterState state_;                    // guarded by placementMu_
+  std::unique_ptr<scheduler::Scheduler> scheduler_;  // guarded by placementMu_; works on state_
 
   // What each worker offers (drivers, GPUs), for the spec check; kept by the worker handlers.
   std::mutex offersMu_;

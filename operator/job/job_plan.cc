@@ -61,6 +61,11 @@ struct Versions {
   }
 };
 
+void stopFor(Plan& p, const std::string& name, const std::string& why) {
+  p.stop.push_back(name);
+  p.stopReasons.emplace(name, why);
+}
+
 void minRequeue(Plan& p, int64_t seconds) {
   seconds = std::max<int64_t>(seconds, 1);
   if (!p.requeueAfter || p.requeueAfter->count() > seconds) p.requeueAfter = std::chrono::seconds(seconds);
@@ -290,7 +295,7 @@ Plan planJob(const PlanInput& in) {
   for (const auto& al : allocs) {
     if (spec.group(al.group) == nullptr) {
       // A group that no longer exists: stop what runs, clear what ended.
-      if (al.live()) p.stop.push_back(al.name);
+      if (al.live()) stopFor(p, al.name, "its group was removed from the Job");
       else if (al.terminal()) p.remove.push_back(al.name);
       continue;
     }
@@ -355,7 +360,7 @@ Plan planJob(const PlanInput& in) {
     // A periodic Job is a template for its runs (child Jobs, the periodic controller's); it places
     // nothing itself. A suspended one stops everything.
     for (const auto& al : allocs) {
-      if (al.live()) p.stop.push_back(al.name);
+      if (al.live()) stopFor(p, al.name, spec.suspend ? "the Job is suspended" : "a periodic Job runs in child Jobs");
     }
     for (const auto& g : spec.groups) {
       Counts c;
@@ -447,7 +452,7 @@ Plan planJob(const PlanInput& in) {
       writeGroup(g.name, c);
     }
     if (!failReason.empty()) {
-      for (const auto& al : allocs) if (al.live()) p.stop.push_back(al.name);
+      for (const auto& al : allocs) if (al.live()) stopFor(p, al.name, "the Job failed: " + failReason);
       setCondition(status, "Failed", true, failReason, failMessage, gen, now);
       setCondition(status, "Complete", false, failReason, failMessage, gen, now);
       kube::setString(status, "completionTime", nowText, a);
@@ -570,7 +575,7 @@ Plan planJob(const PlanInput& in) {
     for (const auto& [s, v] : bySlot[g.name]) {
       if (desiredSlots.count(s)) continue;
       for (auto* al : v) {
-        if (al->live()) p.stop.push_back(al->name);
+        if (al->live()) stopFor(p, al->name, "no longer wanted (scaled down, or its worker left)");
         else if (al->terminal()) p.remove.push_back(al->name);
       }
     }
@@ -584,7 +589,7 @@ Plan planJob(const PlanInput& in) {
         if (!al->live()) continue;
         if (al->migrate) migrating.push_back(al);
         else if (al->hash == g.hash && liveNew == nullptr) liveNew = al;
-        else if (al->hash == g.hash) p.stop.push_back(al->name);  // a duplicate: keep the newest
+        else if (al->hash == g.hash) stopFor(p, al->name, "a duplicate of a newer allocation of its slot");  // a duplicate: keep the newest
         else liveOld.push_back(al);
       }
       int nextAttempt = v.empty() ? 0 : v.front()->attempt + 1;
@@ -601,14 +606,14 @@ Plan planJob(const PlanInput& in) {
       if (spec.isSystem()) pr.targetWorker = slot;
       if (liveNew != nullptr) {
         bool keepOld = canaryPhase && liveNew->canary;
-        if (!keepOld) for (auto* o : liveOld) p.stop.push_back(o->name);
-        for (auto* m : migrating) p.stop.push_back(m->name);
+        if (!keepOld) for (auto* o : liveOld) stopFor(p, o->name, "replaced by a new version");
+        for (auto* m : migrating) stopFor(p, m->name, "migrated off its worker");
         if (!healthyFor(*liveNew, g) || (keepOld && !liveOld.empty())) rolloutDone = false;
         continue;
       }
       rolloutDone = false;
       if (!liveOld.empty()) {
-        if (!migrating.empty()) for (auto* m : migrating) p.stop.push_back(m->name);
+        if (!migrating.empty()) for (auto* m : migrating) stopFor(p, m->name, "migrated off its worker");
         // An update of this slot.
         if (canaryPhase) {
           if (thisSlot < canariesWanted && budget > 0) {
@@ -621,14 +626,14 @@ Plan planJob(const PlanInput& in) {
         if (budget <= 0) continue;
         budget--;
         pr.replaces = liveOld.front()->name;
-        for (size_t i = 1; i < liveOld.size(); ++i) p.stop.push_back(liveOld[i]->name);
+        for (size_t i = 1; i < liveOld.size(); ++i) stopFor(p, liveOld[i]->name, "replaced by a new version");
         p.place.push_back(pr);
         continue;
       }
       if (!migrating.empty()) {
         // Drain: a replacement elsewhere, then the old one is stopped.
         if (spec.isSystem()) {
-          for (auto* m : migrating) p.stop.push_back(m->name);
+          for (auto* m : migrating) stopFor(p, m->name, "its worker is draining");
           continue;
         }
         pr.replaces = migrating.front()->name;
@@ -657,7 +662,7 @@ Plan planJob(const PlanInput& in) {
         if (!spec.isSystem() && !last.worker.empty()) pr.penaltyWorkers.push_back(last.worker);
         pr.reschedules = last.reschedules;
         pr.reschedules.push_back(unixSeconds(now));
-        if (last.phase == "Lost" && !last.stopRequested) p.stop.push_back(last.name);
+        if (last.phase == "Lost" && !last.stopRequested) stopFor(p, last.name, "lost with its worker, replaced");
       }
       p.place.push_back(std::move(pr));
     }
@@ -665,6 +670,13 @@ Plan planJob(const PlanInput& in) {
   }
 
   // ---- deployment state -------------------------------------------------------------------
+  if (dep && depState == "Reverted" && kube::getInt(*dep, {"version"}) == V && stable) {
+    // The revert was decided (and recorded) but the spec write did not happen: write it again.
+    const Versions::Entry* st = versions.find(*stable);
+    if (st != nullptr && st->hash != spec.templateHash && kube::find(*st->json, {"template"})) {
+      p.specUpdate = specWithTemplate(*kube::find(job, {"spec"}), *kube::find(*st->json, {"template"}));
+    }
+  }
   if (depActive) {
     if (!failure.empty()) {
       std::string msg = "version " + std::to_string(V) + " failed: " + failure;

@@ -103,6 +103,7 @@ struct EventSpec {
 struct Plan {
   std::vector<PlaceRequest> place;
   std::vector<std::string> stop;                       // set spec.desiredState: stop
+  std::map<std::string, std::string> stopReasons;      // alloc -> why, for the Job's Events
   std::vector<std::string> remove;                     // delete (terminal, superseded)
   std::map<std::string, std::optional<std::string>> annotate;  // alloc -> healthy-since value / removal
   std::vector<std::string> markFailedAt;               // alloc -> annotate failed-at = now

@@ -106,22 +106,25 @@ three_new_pids() {
 wait_for "killed task restarted or replaced: three live processes again" three_new_pids
 
 # --- a new command rolls out one at a time ------------------------------------------------------
-# A monitor samples the allocations: a slot is "in flight" while its new-version allocation is not
-# yet recorded healthy or its old allocation is still stopping. maxParallel is 1.
+# A monitor samples the allocations: a slot is "in flight" while its new-version allocation has not
+# been healthy for minHealthySeconds (2) or its old allocation is still stopping. maxParallel is 1.
 monitor() {
   while :; do
     allocs_json web | python3 -c '
-import json, sys
+import calendar, json, sys, time
 items = json.load(sys.stdin)["items"]
+now = time.time()
 slots = set()
 for a in items:
     st = a.get("status", {}).get("phase")
-    slot = a["metadata"]["annotations"].get("foxden.io/slot")
+    ann = a["metadata"]["annotations"]
+    slot = ann.get("foxden.io/slot")
     if a["spec"].get("desiredState") == "stop" and st not in ("Succeeded", "Failed", "Lost"):
         slots.add(slot)
-    if "v2" in " ".join(a["spec"]["tasks"][0]["command"]) and a["spec"].get("desiredState", "run") == "run" \
-       and "foxden.io/healthy-since" not in a["metadata"]["annotations"]:
-        slots.add(slot)
+    if "v2" in " ".join(a["spec"]["tasks"][0]["command"]) and a["spec"].get("desiredState", "run") == "run":
+        since = ann.get("foxden.io/healthy-since")
+        if since is None or now - calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ")) < 2:
+            slots.add(slot)
 print(len(slots))' 2>/dev/null || true
     sleep 0.2
   done

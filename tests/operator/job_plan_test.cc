@@ -156,6 +156,11 @@ TEST_CASE("plan: a failed new allocation fails the rollout and autoRevert goes b
   bool reverted = false;
   for (const auto& e : p.events) reverted |= e.reason == "RolloutReverted";
   CHECK(reverted);
+  // Crash between the status write and the spec write: the revert is written again.
+  w.keepStatus(p);
+  Plan again = w.plan(kT0 + 26s);
+  REQUIRE(again.specUpdate);
+  CHECK(std::string((*again.specUpdate)["groups"][0]["tasks"][0]["command"][0].GetString()) == "v1");
 }
 
 TEST_CASE("plan: rollbackTo copies a kept version's template and keeps the counts") {
@@ -242,11 +247,13 @@ TEST_CASE("plan: scale down stops the highest slots; suspend stops everything") 
   w.reparse();
   Plan p = w.plan(kT0 + 1s);
   CHECK(p.stop == std::vector<std::string>{"web-app-1-0", "web-app-2-0"});
+  CHECK(p.stopReasons["web-app-1-0"].find("scaled down") != std::string::npos);
   CHECK(kube::getInt(p.status, {"currentVersion"}) == 0);  // a scale is not a new version
   w.job["spec"].AddMember("suspend", true, w.job.GetAllocator());
   w.reparse();
   p = w.plan(kT0 + 2s);
   CHECK(p.stop.size() == 3);
+  CHECK(p.stopReasons["web-app-0-0"] == "the Job is suspended");
   CHECK(kube::getString(p.status, {"phase"}) == "Suspended");
 }
 
