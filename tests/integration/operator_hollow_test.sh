@@ -163,16 +163,18 @@ unknown=$(k 1.32 get workers -o json | jq '[.items[] | select(.status.conditions
 [ "$unknown" = 0 ] && pass || fail "every worker Ready after the restart ($unknown not)"
 
 # ---- drain: never more than maxParallel in flight ----
-drained=$(allocs_json foxden.io/job=spread | jq -r '[.items[] | select(.status.phase=="Running") | .spec.workerName] | group_by(.) | max_by(length) | .[0]')
 job drainme '  type: service
   constraints: [{key: pool, operator: In, values: [general]}]
   groups:
   - name: web
     count: 6
     tasks:
-    - {name: t, command: ["sleep", "infinity"], resources: {requests: {cpu: 10m, memory: 8Mi}}}'
+    - {name: t, command: ["sleep", "infinity"], env: [{name: HOLLOW_START_DELAY_MS, value: "1500"}],
+       resources: {requests: {cpu: 10m, memory: 8Mi}}}'
 drain_ready() { [ "$(count_allocs drainme "$running_healthy")" = 6 ]; }
 wait_until "drain job placed" 60 drain_ready
+# Its replacements take 1.5 s to start, so migrations stay in flight long enough to be sampled.
+drained=$(allocs_json foxden.io/job=drainme | jq -r '[.items[] | select(.status.phase=="Running") | .spec.workerName] | group_by(.) | max_by(length) | .[0]')
 on_drained=$(allocs_json | jq --arg w "$drained" '[.items[] | select(.spec.workerName==$w and .status.phase=="Running")] | length')
 k 1.32 patch worker "$drained" --type merge -p '{"spec":{"drain":{"maxParallel":2,"deadlineSeconds":600}}}' >/dev/null
 # Sample: in flight = migrate set, and not (old terminal and replacement Running+Healthy).
