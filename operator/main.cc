@@ -4,6 +4,8 @@
 //   foxden-operator [--kubeconfig FILE] [--metrics-addr HOST:PORT] [--workers N]
 //                   [--leader-elect-lease-duration 15s] [--leader-elect-renew-deadline 10s]
 //                   [--leader-elect-retry-period 2s] [--id IDENTITY]
+//                   [--worker-grace-period 40s] [--worker-monitor-period 5s] [--unhealthy-fraction 0.55]
+//                   [--fake-clock-file PATH]
 //
 // Threads: main (waits for leadership, then builds and starts the controllers; waits for a signal
 // or the loss of leadership), the leader elector, the HTTP listener (/healthz /readyz /metrics),
@@ -31,9 +33,12 @@
 #include "kube/leader_election.h"
 #include "kube/rest_client.h"
 #include "operator/controller.h"
+#include "operator/drain_controller.h"
 #include "operator/job/job_controller.h"
 #include "operator/leader_fence.h"
 #include "operator/metrics.h"
+#include "operator/periodic_controller.h"
+#include "operator/worker_controller.h"
 
 namespace {
 
@@ -58,11 +63,21 @@ bool parseDuration(const std::string& s, std::chrono::milliseconds& out) {
 
 // THE place where controllers are constructed, in start order. A new controller (worker
 // lifecycle, periodic, drain, ...) is one more line here.
-std::vector<op::ControllerPtr> buildControllers(const op::ControllerContext&, int workers) {
+// Options of the controllers beside the job controller, from flags.
+struct ExtraOptions {
+  op::WorkerMonitorOptions worker;
+  op::PeriodicOptions periodic;
+  op::DrainOptions drain;
+};
+
+std::vector<op::ControllerPtr> buildControllers(const op::ControllerContext&, int workers, const ExtraOptions& extra) {
   std::vector<op::ControllerPtr> cs;
   op::JobControllerOptions jo;
   jo.workers = workers;
   cs.push_back(std::make_unique<op::JobController>(jo));
+  cs.push_back(std::make_unique<op::WorkerController>(extra.worker));
+  cs.push_back(std::make_unique<op::PeriodicController>(extra.periodic));
+  cs.push_back(std::make_unique<op::DrainController>(extra.drain));
   return cs;
 }
 
@@ -81,12 +96,36 @@ int main(int argc, char** argv) {
   app.add_option("--leader-elect-lease-duration", leaseDuration, "Lease duration")->capture_default_str();
   app.add_option("--leader-elect-renew-deadline", renewDeadline, "Renew deadline")->capture_default_str();
   app.add_option("--leader-elect-retry-period", retryPeriod, "Retry period")->capture_default_str();
+  std::string workerGrace = "40s", workerMonitor = "5s", fakeClockFile;
+  double unhealthyFraction = 0.55;
+  app.add_option("--worker-grace-period", workerGrace,
+                 "A worker whose Lease is not renewed for this long is NotReady and its allocations Lost "
+                 "(Kubernetes' node-monitor-grace-period)")
+      ->capture_default_str();
+  app.add_option("--worker-monitor-period", workerMonitor, "How often worker Leases are checked")->capture_default_str();
+  app.add_option("--unhealthy-fraction", unhealthyFraction,
+                 "When more than this fraction of workers are dark at once, mark them NotReady but evict nothing "
+                 "(Kubernetes' unhealthy-zone-threshold)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--fake-clock-file", fakeClockFile,
+                 "Tests: the periodic controller reads the time (RFC 3339) from this file instead of the clock");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   kube::LeaderElectionConfig le;
+  ExtraOptions extra;
+  extra.worker.stormFraction = unhealthyFraction;
+  if (!fakeClockFile.empty()) {
+    extra.periodic.clock = op::fileClock(fakeClockFile);
+    extra.periodic.fakeClock = true;
+  }
+  if (!parseDuration(workerGrace, extra.worker.gracePeriod) || !parseDuration(workerMonitor, extra.worker.monitorPeriod)) {
+    log("bad --worker-grace-period or --worker-monitor-period (use e.g. 40s, 500ms)");
+    return 2;
+  }
   if (!parseDuration(leaseDuration, le.leaseDuration) || !parseDuration(renewDeadline, le.renewDeadline) ||
       !parseDuration(retryPeriod, le.retryPeriod)) {
     log("bad --leader-elect-* duration (use e.g. 15s, 500ms)");
@@ -227,7 +266,7 @@ int main(int argc, char** argv) {
       informers.leases = informer(op::kLeases, "");
       ctx.informers = informers;
     }
-    controllers = buildControllers(ctx, workers);
+    controllers = buildControllers(ctx, workers, extra);
     for (auto& c : controllers) c->start(ctx);
     for (auto* inf : {&informers.jobs, &informers.allocations, &informers.workers, &informers.leases}) (*inf)->start();
   }

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# foxden-operator end to end against `foxden server` and hollow workers (tests/integration/
+# hollow_workers.cc), all on this machine. Prints figures; asserts nothing.
+#
+#   bench/operator_bench.sh [BUILD_DIR]        (default build/; build foxden, foxden-operator, hollow_workers)
+#
+#  1. a 1,000-allocation service Job on 100 hollow workers: seconds from `kubectl apply` until
+#     every allocation is reported Running (the hollow workers' own count), and the operator's
+#     reconciles per second over that time (foxden_operator_reconciles_total from /metrics);
+#  2. placements per second against 5,000 hollow workers, end to end: from `kubectl apply` of a
+#     5,000-allocation Job until the hollow workers have seen every allocation (decided, created
+#     through the API server, delivered by watch); then 2,000 with a GPU constraint on a GPU class.
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$SRC/build}
+BIN=$BUILD/bin
+WORK=$(mktemp -d /tmp/foxden-opbench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+KUBECTL="/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
+[ -x "$KUBECTL" ] || KUBECTL=kubectl
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+start_server() {
+  PORT=$(free_port)
+  "$BIN/foxden" server --data-dir "$WORK/data$1" --listen "127.0.0.1:$PORT" --crds "$SRC/crds" >>"$WORK/server.log" 2>&1 &
+  PIDS+=($!)
+  KC="$WORK/data$1/kubeconfig"
+  for _ in $(seq 1 200); do [ -s "$KC" ] && curl -sk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "server did not start"; exit 1
+}
+kc() { "$KUBECTL" --kubeconfig "$KC" --cache-dir "$WORK/cache" "$@"; }
+start_hollow() {  # start_hollow NAME ARGS...
+  local n=$1; shift
+  "$BIN/hollow_workers" --kubeconfig "$KC" --ready-file "$WORK/$n.ready" --stats-file "$WORK/$n.stats" --stats-seconds 30 "$@" \
+    >>"$WORK/$n.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 1200); do [ -s "$WORK/$n.ready" ] && return 0; sleep 0.1; done
+  echo "hollow $n not ready"; tail "$WORK/$n.log"; exit 1
+}
+start_operator() {
+  "$BIN/foxden-operator" --kubeconfig "$KC" --metrics-addr 127.0.0.1:0 "$@" >>"$WORK/operator.log" 2>&1 &
+  OP_PID=$!
+  PIDS+=($OP_PID)
+  for _ in $(seq 1 300); do
+    OP_PORT=$(sed -n 's/.*serving .* on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/operator.log" | tail -1)
+    [ -n "$OP_PORT" ] && curl -sf "http://127.0.0.1:$OP_PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "operator not ready"; tail "$WORK/operator.log"; exit 1
+}
+metric_sum() {  # metric_sum PREFIX [LABEL_FILTER]: sum of the series of a family
+  curl -sf "http://127.0.0.1:$OP_PORT/metrics" | awk -v m="$1" -v f="${2:-}" 'index($1, m)==1 && (f=="" || index($1, f)>0) {s+=$2} END {printf "%d", s+0}'
+}
+stat_of() { jq -r ".$2 // 0" "$WORK/$1.stats" 2>/dev/null || echo 0; }
+job() {  # job NAME COUNT EXTRA_REQUESTS CONSTRAINTS
+  kc apply -f - >/dev/null <<EOF
+apiVersion: foxden.io/v1alpha1
+kind: Job
+metadata: {name: $1, namespace: default}
+spec:
+  type: service
+  constraints: ${4:-[]}
+  groups:
+  - name: g
+    count: $2
+    tasks:
+    - {name: t, command: ["sleep", "infinity"], resources: {requests: {cpu: 10m, memory: 8Mi}, limits: {${3:-}}}}
+EOF
+}
+
+echo "== operator benchmark ($(nproc) cores; $(date -u +%FT%TZ))"
+
+# 1. 1,000 allocations on 100 workers.
+start_server 1
+start_hollow h100 --count 100 --prefix b --cpu 64 --memory 256Gi --start-delay-ms 0 --no-pending --renew-seconds 10
+start_operator
+r0=$(metric_sum foxden_operator_reconciles_total)
+t0=$(now)
+job thousand 1000
+while [ "$(stat_of h100 Running)" -lt 1000 ]; do sleep 0.05; done
+t1=$(now)
+r1=$(metric_sum foxden_operator_reconciles_total)
+el=$(echo "$t1 - $t0" | bc -l)
+printf "1000-allocation job on 100 hollow workers: all Running after %.2f s\n" "$el"
+printf "reconciles: %d in that time = %.1f/s (all controllers)\n" $((r1 - r0)) "$(echo "($r1 - $r0) / $el" | bc -l)"
+for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+
+# 2. Placements per second against 5,000 workers.
+start_server 2
+cat >"$WORK/classes.yaml" <<'EOF'
+classes:
+- {name: cpu, count: 4000, cpu: "32", memory: 128Gi}
+- {name: gpu, count: 1000, cpu: "32", memory: 128Gi, gpus: {count: 8, vendor: nvidia, model: H100}}
+EOF
+t=$(now)
+start_hollow h5k --classes "$WORK/classes.yaml" --prefix p --start-delay-ms 0 --no-pending --renew-seconds 30 --lease-seconds 120
+printf "5000 hollow workers registered in %.1f s\n" "$(echo "$(now) - $t" | bc -l)"
+start_operator --worker-grace-period 300s
+measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
+  # End to end: from `kubectl apply` until the hollow workers have seen all COUNT new allocations
+  # (each was decided, created through the API server and delivered by its watch).
+  local r0 t0 end n
+  r0=$(stat_of h5k Running)
+  t0=$(now)
+  job "$1" "$2" "$3" "$4"
+  local deadline=$((SECONDS + 300))
+  while :; do
+    n=$(( $(stat_of h5k Running) - r0 ))
+    [ "$n" -ge "$2" ] && { end=$(now); break; }
+    [ $SECONDS -gt $deadline ] && { echo "$1: only $n of $2 delivered in 300 s"; return; }
+    sleep 0.02
+  done
+  printf "%s: %d allocations placed, created and delivered to hollow workers in %.2f s = %.0f/s end to end\n" "$1" "$2" \
+    "$(echo "$end - $t0" | bc -l)" "$(echo "$2 / ($end - $t0)" | bc -l)"
+}
+measure plain 5000 "" "[]"
+measure gpu 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]"
+rss=$(ps -o rss= -p "$OP_PID" | tr -d ' ')
+echo "operator RSS after 7000 placements on 5000 workers: $((rss / 1024)) MiB"
