@@ -45,8 +45,10 @@ void logLine(const std::string& m) { std::cerr << kube::nowTime() << " foxden-op
 }  // namespace
 
 DrainPlan planDrain(const DrainSpec& spec, const std::vector<JsonPtr>& onWorker,
-                    const std::function<JsonPtr(const JsonValue& old)>& replacementOf, bool deadlinePassed) {
+                    const std::function<JsonPtr(const JsonValue& old)>& replacementOf, bool deadlinePassed,
+                    int movedAway) {
   DrainPlan plan;
+  plan.inFlight = movedAway;
   std::vector<JsonPtr> sorted = onWorker;
   std::sort(sorted.begin(), sorted.end(), [](const JsonPtr& a, const JsonPtr& b) {
     return kube::Informer::keyOf(*a) < kube::Informer::keyOf(*b);
@@ -110,6 +112,10 @@ kube::StatusOr<DrainResult> DrainReconciler::reconcile(const std::string& worker
   const JsonValue* drain = kube::find(*worker, {"spec", "drain"});
   const JsonValue* status = kube::find(*worker, {"status", "drain"});
   if (drain == nullptr || !drain->IsObject()) {
+    {
+      std::lock_guard l(mu_);
+      migrating_.erase(workerName);
+    }
     if (status != nullptr) {  // cancelled: forget the progress report
       auto r = client_->patchStatus(kWorkers.withName(workerName), kube::PatchType::kMerge, R"({"status":{"drain":null}})");
       if (!r && r.status().code() != 404) return r.status();
@@ -140,7 +146,31 @@ kube::StatusOr<DrainResult> DrainReconciler::reconcile(const std::string& worker
     return it == replacements.end() ? nullptr : it->second;
   };
   bool deadlinePassed = now >= *started + std::chrono::seconds(spec.deadlineSeconds);
-  DrainPlan plan = planDrain(spec, onWorker, replacementOf, deadlinePassed);
+  int movedAway = 0;
+  {
+    std::lock_guard l(mu_);
+    std::set<std::string>& known = migrating_[workerName];
+    std::set<std::string> present;
+    for (const JsonPtr& a : onWorker) {
+      present.insert(kube::Informer::keyOf(*a));
+      if (kube::getBool(*a, {"spec", "migrate"})) known.insert(kube::Informer::keyOf(*a));
+    }
+    for (auto it = known.begin(); it != known.end();) {
+      if (present.count(*it) != 0) {
+        ++it;
+        continue;
+      }
+      auto r = replacements.find(*it);
+      bool pending = r != replacements.end() && !runningHealthy(*r->second) && !terminal(*r->second);
+      if (pending) {
+        ++movedAway;
+        ++it;
+      } else {
+        it = known.erase(it);  // replaced and healthy, or nothing replaces it (job gone, run done)
+      }
+    }
+  }
+  DrainPlan plan = planDrain(spec, onWorker, replacementOf, deadlinePassed, movedAway);
 
   if (fresh && events_ != nullptr) {
     events_->event(*worker, kube::EventType::kNormal, "DrainStarted",
@@ -156,6 +186,10 @@ kube::StatusOr<DrainResult> DrainReconciler::reconcile(const std::string& worker
     if (!r) {
       if (r.status().code() == 409 || r.status().code() == 404) break;
       return r.status();
+    }
+    {
+      std::lock_guard l(mu_);
+      migrating_[workerName].insert(kube::Informer::keyOf(*a));
     }
     logLine("worker=" + workerName + " alloc=" + kube::Informer::keyOf(*a) + " migrating (drain)");
     if (events_ != nullptr) {

@@ -11,8 +11,8 @@
 //                                         fewer than maxParallel are in flight
 //     status.drain {remaining, complete}; Event DrainComplete once nothing is left
 //
-// A migration is in flight from spec.migrate until the old allocation is terminal AND its
-// replacement (the Allocation whose spec.previousAllocation names it) is Running and healthy. The
+// A migration is in flight from spec.migrate until the old allocation is terminal (or deleted) AND
+// its replacement (the Allocation whose spec.previousAllocation names it) is Running and healthy. The
 // job controller places the replacement and stops the old one; this controller only chooses which
 // and how many. Drain implies unschedulable (the scheduler skips a worker with spec.drain).
 //
@@ -21,7 +21,10 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,9 +54,11 @@ struct DrainSpec {
 
 // `onWorker`: the worker's allocations. `replacementOf(old)`: the allocation whose
 // spec.previousAllocation names `old`, or nullptr.
+// `movedAway`: migrations whose old allocation is no longer in the cache (the job controller
+// deletes terminal allocations) while their replacement is not yet Running and healthy.
 DrainPlan planDrain(const DrainSpec& spec, const std::vector<kube::JsonPtr>& onWorker,
                     const std::function<kube::JsonPtr(const kube::JsonValue& old)>& replacementOf,
-                    bool deadlinePassed);
+                    bool deadlinePassed, int movedAway = 0);
 
 struct DrainResult {
   std::optional<std::chrono::milliseconds> requeueAfter;
@@ -83,6 +88,12 @@ class DrainReconciler {
   kube::EventRecorder* const events_;
   const std::function<kube::TimePoint()> clock_;
   const DrainOptions options_;
+
+  // Allocations seen (or set) with spec.migrate on each worker: once the job controller deletes a
+  // terminal old allocation, this is how its migration is still counted until the replacement is
+  // healthy. Lost on restart, like any cache (a restart may then start the next ones early).
+  std::mutex mu_;
+  std::map<std::string, std::set<std::string>> migrating_;  // worker -> "ns/name"; guarded by mu_
 };
 
 // The Controller: a DrainReconciler behind a ReconcileLoop keyed by worker name. Worker events

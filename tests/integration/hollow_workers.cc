@@ -952,7 +952,12 @@ int main(int argc, char** argv) {
     std::cerr << "hollow: " << cfg.status().message() << "\n";
     return 2;
   }
-  auto http = kube::newHttpClient(*cfg);
+  // A short timeout: a request stuck on a connection to a restarted server must not hold a pool
+  // thread (and with it other workers' lease renewals) for cpprest's default 30 s.
+  kube::HttpClientOptions ho;
+  ho.requestTimeout = std::chrono::seconds(3);
+  ho.userAgent = "hollow-workers";
+  auto http = kube::newHttpClient(*cfg, ho);
   if (!http) {
     std::cerr << "hollow: " << http.status().message() << "\n";
     return 2;

@@ -10,7 +10,7 @@ FOXDEN_WORK_PREFIX=/tmp/foxden-hollow-it
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/hollow.sh"
 start_server
-GRACE=6
+GRACE=10
 
 cat >"$WORK/classes.yaml" <<'EOF'
 classes:
@@ -143,6 +143,9 @@ ready_unknown() { [ "$(k 1.32 get worker "$victim" -o jsonpath='{.status.conditi
 wait_until "dark worker $victim: Ready Unknown" 60 ready_unknown
 all_lost() { for a in $victim_allocs; do [ "$(k 1.32 get allocation "$a" -o jsonpath='{.status.phase}')" = Lost ] || return 1; done; }
 wait_until "its allocations Lost" 60 all_lost
+# Every job's allocations there, not only spread's (the count below must not move afterwards).
+none_live() { [ "$(allocs_json | jq --arg w "$victim" '[.items[] | select(.spec.workerName==$w and (.status.phase=="Running" or .status.phase=="Pending"))] | length')" = 0 ]; }
+wait_until "nothing live left on $victim" 60 none_live
 replaced() { [ "$(allocs_json foxden.io/job=spread | jq --arg w "$victim" "[.items[] | select(.spec.workerName!=\$w) | select($running_healthy)] | length")" = 6 ]; }
 wait_until "replaced elsewhere: 6 running on other workers" 60 replaced
 come_back main
@@ -177,18 +180,19 @@ wait_until "drain job placed" 60 drain_ready
 drained=$(allocs_json foxden.io/job=drainme | jq -r '[.items[] | select(.status.phase=="Running") | .spec.workerName] | group_by(.) | max_by(length) | .[0]')
 on_drained=$(allocs_json | jq --arg w "$drained" '[.items[] | select(.spec.workerName==$w and .status.phase=="Running")] | length')
 k 1.32 patch worker "$drained" --type merge -p '{"spec":{"drain":{"maxParallel":2,"deadlineSeconds":600}}}' >/dev/null
-# Sample: in flight = migrate set, and not (old terminal and replacement Running+Healthy).
+initial=$(allocs_json | jq -c --arg w "$drained" '[.items[] | select(.spec.workerName==$w and .status.phase=="Running") | .metadata.name]')
+# Sample: a migration is in flight from spec.migrate until the old allocation is terminal (or
+# deleted) and its replacement is Running and healthy. Old allocations may be deleted once
+# terminal, so count by name: migrating olds still live, plus olds whose replacement is not healthy.
 max_in_flight=0
 for _ in $(seq 1 600); do
   snap=$(allocs_json)
-  n=$(jq --arg w "$drained" '
-    (.items | map(select(.spec.previousAllocation != null and .spec.previousAllocation != "")) | map({key: (.metadata.namespace+"/"+.spec.previousAllocation), value: .}) | from_entries) as $repl
-    | [.items[] | select(.spec.workerName==$w and .spec.migrate==true)
-       | select(((.status.phase=="Succeeded" or .status.phase=="Failed" or .status.phase=="Lost")
-                 and ($repl[.metadata.namespace+"/"+.metadata.name] // null) != null
-                 and ($repl[.metadata.namespace+"/"+.metadata.name].status.phase=="Running")
-                 and (($repl[.metadata.namespace+"/"+.metadata.name].status.conditions // []) | map(select(.type=="Healthy" and .status=="True")) | length > 0)) | not)]
-    | length' <<<"$snap")
+  n=$(jq --arg w "$drained" --argjson initial "$initial" '
+    def healthy: .status.phase=="Running" and ((.status.conditions // []) | map(select(.type=="Healthy" and .status=="True")) | length > 0);
+    def terminal: .status.phase=="Succeeded" or .status.phase=="Failed" or .status.phase=="Lost";
+    ([.items[] | select(.spec.workerName==$w and .spec.migrate==true and (terminal|not)) | .metadata.name]
+     + [.items[] | select((.spec.previousAllocation // "") as $p | $initial | any(. == $p)) | select((healthy|not) and (terminal|not)) | .spec.previousAllocation])
+    | unique | length' <<<"$snap")
   [ "$n" -gt "$max_in_flight" ] && max_in_flight=$n
   done_=$(k 1.32 get worker "$drained" -o jsonpath='{.status.drain.complete}')
   [ "$done_" = true ] && break
