@@ -179,8 +179,8 @@ wait_until "drain job placed" 60 drain_ready
 # Its replacements take 1.5 s to start, so migrations stay in flight long enough to be sampled.
 drained=$(allocs_json foxden.io/job=drainme | jq -r '[.items[] | select(.status.phase=="Running") | .spec.workerName] | group_by(.) | max_by(length) | .[0]')
 on_drained=$(allocs_json | jq --arg w "$drained" '[.items[] | select(.spec.workerName==$w and .status.phase=="Running")] | length')
-k 1.32 patch worker "$drained" --type merge -p '{"spec":{"drain":{"maxParallel":2,"deadlineSeconds":600}}}' >/dev/null
 initial=$(allocs_json | jq -c --arg w "$drained" '[.items[] | select(.spec.workerName==$w and .status.phase=="Running") | .metadata.name]')
+k 1.32 patch worker "$drained" --type merge -p '{"spec":{"drain":{"maxParallel":2,"deadlineSeconds":600}}}' >/dev/null
 # Sample: a migration is in flight from spec.migrate until the old allocation is terminal (or
 # deleted) and its replacement is Running and healthy. Old allocations may be deleted once
 # terminal, so count by name: migrating olds still live, plus olds whose replacement is not healthy.
