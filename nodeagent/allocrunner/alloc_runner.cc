@@ -129,6 +129,7 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonVal
   c.jobType = jobType;
   c.index = static_cast<int>(kube::getInt(a, {"spec", "index"}).value_or(0));
   c.task = kube::shareJson(kube::cloneJson(task));
+  c.alloc = kube::shareJson(kube::cloneJson(a));
   std::string name = kube::getString(task, {"name"});
   if (const JsonValue* ports = kube::find(a, {"spec", "resources", "ports"}); ports && ports->IsArray()) {
     for (const auto& p : ports->GetArray()) {

@@ -85,6 +85,34 @@ StatusOr<int64_t> quantityMilli(const JsonValue& task, const char* kind, const c
   return parsed->milliValue();
 }
 
+// valueFrom.fieldRef on the Allocation: the paths the CRD documents.
+StatusOr<std::string> allocField(const kube::Json& a, const std::string& path) {
+  for (const char* prefix : {"metadata.labels['", "metadata.annotations['"}) {
+    std::string p = prefix;
+    if (path.rfind(p, 0) == 0 && path.size() > p.size() + 2 && path.compare(path.size() - 2, 2, "']") == 0) {
+      std::string key = path.substr(p.size(), path.size() - p.size() - 2);
+      const JsonValue* m = kube::find(a, {"metadata", p.find("labels") != std::string::npos ? "labels" : "annotations"});
+      if (m != nullptr && m->IsObject()) {
+        auto it = m->FindMember(key.c_str());
+        if (it != m->MemberEnd() && it->value.IsString()) return std::string(kube::view(it->value));
+      }
+      return std::string();
+    }
+  }
+  static const std::pair<const char*, std::pair<const char*, const char*>> kPaths[] = {
+      {"metadata.name", {"metadata", "name"}},     {"metadata.namespace", {"metadata", "namespace"}},
+      {"metadata.uid", {"metadata", "uid"}},       {"spec.workerName", {"spec", "workerName"}},
+      {"spec.jobName", {"spec", "jobName"}},       {"spec.groupName", {"spec", "groupName"}},
+      {"spec.index", {"spec", "index"}},           {"spec.jobVersion", {"spec", "jobVersion"}}};
+  for (const auto& [name, keys] : kPaths) {
+    if (path != name) continue;
+    const JsonValue* v = kube::find(a, {keys.first, keys.second});
+    if (v == nullptr) return std::string();
+    return v->IsString() ? std::string(kube::view(*v)) : kube::toJson(*v);
+  }
+  return Status::invalid("unsupported fieldPath \"" + path + "\"");
+}
+
 bool writeFileAtomic(const std::string& path, const std::string& data) {
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -274,8 +302,18 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
       if (n.empty() || n.find('=') != std::string::npos) {
         return Status::invalid("env: invalid variable name \"" + n + "\"");
       }
-      if (kube::find(item, {"valueFrom"}) != nullptr) {
-        return Status::invalid("env[" + n + "].valueFrom is not supported by this agent yet");
+      if (const JsonValue* vf = kube::find(item, {"valueFrom"}); vf != nullptr) {
+        // The downward API over the Allocation; ConfigMaps and Secrets would need reads a worker's
+        // token is not allowed.
+        const JsonValue* fr = kube::find(*vf, {"fieldRef"});
+        if (fr == nullptr || config_.alloc == nullptr) {
+          return Status::invalid("env[" + n + "].valueFrom: only fieldRef is supported by this agent");
+        }
+        std::string path = kube::getString(*fr, {"fieldPath"});
+        auto field = allocField(*config_.alloc, path);
+        if (!field) return Status::invalid("env[" + n + "].valueFrom.fieldRef: " + field.status().message());
+        env[n] = *field;
+        continue;
       }
       env[n] = expand(kube::getString(item, {"value"}), env);
     }

@@ -70,6 +70,7 @@ struct TaskConfig {
   std::vector<std::pair<std::string, int>> gpus;
   const GpuInventory* inventory = nullptr;
   TaskRootConfig root;  // root binds or rootfs tarball, and group volumes (task_root.h)
+  kube::JsonPtr alloc;  // the Allocation, for env valueFrom.fieldRef (immutable snapshot)
 };
 
 class TaskRunner {

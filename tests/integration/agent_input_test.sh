@@ -47,6 +47,18 @@ out=$(cat "$AGENT_DATA"/allocs/$(jp allocation tmpl '{.metadata.uid}')/main/logs
 echo "$out" | grep -qx "group=g" && pass || fail "../alloc/ template: $out"
 echo "$out" | grep -qx "640" && pass || fail "template perms: $out"
 
+# env valueFrom.fieldRef: the downward API over the Allocation.
+alloc fref '[{"name":"main","command":["/bin/sh","-c","echo w=$W j=$J i=$I l=$L"],
+  "env":[{"name":"W","valueFrom":{"fieldRef":{"fieldPath":"spec.workerName"}}},
+         {"name":"J","valueFrom":{"fieldRef":{"fieldPath":"spec.jobName"}}},
+         {"name":"I","valueFrom":{"fieldRef":{"fieldPath":"spec.index"}}},
+         {"name":"L","valueFrom":{"fieldRef":{"fieldPath":"metadata.labels['"'"'foxden.io/worker'"'"']"}}}]}]'
+wait_for "fieldRef task completes" phase_is fref Succeeded
+out=$(cat "$AGENT_DATA"/allocs/$(jp allocation fref '{.metadata.uid}')/main/logs/stdout* 2>/dev/null)
+[ "$out" = "w=$NODE j=web i=2 l=$NODE" ] && pass || fail "fieldRef values: $out"
+alloc fref-bad '[{"name":"main","command":["/bin/true"],"env":[{"name":"X","valueFrom":{"fieldRef":{"fieldPath":"status.phase"}}}]}]'
+expect_start_error fref-bad "unsupported fieldPath"
+
 # Escapes: absolute, "..", and a symlink planted by a prestart task in the shared alloc dir.
 alloc esc-abs '[{"name":"main","command":["/bin/true"],"templates":[{"destination":"'$CANARY'","data":"x"}]}]'
 expect_start_error esc-abs "not absolute"
