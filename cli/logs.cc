@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "kube/labels.h"
 #include "kube/certs.h"
 #include "kube/http_client.h"
 #include "kube/json.h"
@@ -38,27 +39,6 @@ const kube::ResourceRef kWorkers{"foxden.io", "v1alpha1", "workers", "", "", ""}
 int fail(const std::string& msg) {
   std::cerr << "error: " << msg << "\n";
   return 1;
-}
-
-bool dnsLabel(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (!alnum && !(c == '-' && i > 0 && i + 1 < s.size())) return false;
-  }
-  return true;
-}
-
-bool dnsSubdomain(const std::string& s) {
-  if (s.empty() || s.size() > 253) return false;
-  size_t start = 0;
-  for (;;) {
-    size_t dot = s.find('.', start);
-    if (!dnsLabel(s.substr(start, dot == std::string::npos ? std::string::npos : dot - start))) return false;
-    if (dot == std::string::npos) return true;
-    start = dot + 1;
-  }
 }
 
 std::string kubeconfigPath(const std::string& flag) {
@@ -233,11 +213,11 @@ std::optional<Failure> fetch(const Endpoint& ep, const std::string& token, const
 }  // namespace
 
 int runLogs(const LogsOptions& o) {
-  if (!dnsSubdomain(o.allocation)) {
+  if (!kube::isDnsSubdomain(o.allocation)) {
     return fail("invalid allocation name \"" + o.allocation + "\": must be a lower-case DNS-1123 subdomain");
   }
-  if (!o.ns.empty() && !dnsLabel(o.ns)) return fail("invalid namespace \"" + o.ns + "\": must be a DNS-1123 label");
-  if (!o.task.empty() && !dnsLabel(o.task)) return fail("invalid task name \"" + o.task + "\": must be a DNS-1123 label");
+  if (!o.ns.empty() && !kube::isDnsLabel(o.ns)) return fail("invalid namespace \"" + o.ns + "\": must be a DNS-1123 label");
+  if (!o.task.empty() && !kube::isDnsLabel(o.task)) return fail("invalid task name \"" + o.task + "\": must be a DNS-1123 label");
   if (o.tail && *o.tail < 0) return fail("--tail must be 0 or more, got " + std::to_string(*o.tail));
   std::string path = kubeconfigPath(o.kubeconfig);
   auto cfg = kube::loadKubeconfig(path);

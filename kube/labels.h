@@ -93,4 +93,9 @@ class FieldSelector {
   std::vector<FieldRequirement> requirements_;
 };
 
+// RFC 1123 names as Kubernetes validates them: a label (namespaces, task names: [a-z0-9-], at most
+// 63, no leading or trailing '-') and a subdomain (object names: dot-separated labels, at most 253).
+bool isDnsLabel(const std::string& s);
+bool isDnsSubdomain(const std::string& s);
+
 }  // namespace kube

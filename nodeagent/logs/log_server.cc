@@ -6,6 +6,7 @@
 #include <charconv>
 #include <thread>
 
+#include "kube/labels.h"
 #include "nodeagent/logs/log_files.h"
 
 namespace nodeagent::logs {
@@ -37,29 +38,6 @@ std::string statusJson(const Status& st) {
   kube::setString(d, "reason", st.reason(), a);
   d.AddMember("code", st.code(), a);
   return kube::toJson(d);
-}
-
-// RFC 1123 label (namespaces, task names) and subdomain (allocation names), as Kubernetes names.
-bool dnsLabel(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (!alnum && !(c == '-' && i > 0 && i + 1 < s.size())) return false;
-  }
-  return true;
-}
-
-bool dnsSubdomain(const std::string& s) {
-  if (s.empty() || s.size() > 253) return false;
-  size_t start = 0;
-  for (;;) {
-    size_t dot = s.find('.', start);
-    std::string part = s.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (part.empty() || part.size() > 63 || !dnsLabel(part)) return false;
-    if (dot == std::string::npos) return true;
-    start = dot + 1;
-  }
 }
 
 int hexValue(char c) {
@@ -283,15 +261,15 @@ void LogServer::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) 
     return;
   }
   const std::string &ns = parts[0], &name = parts[1], &task = parts[2];
-  if (!dnsLabel(ns)) {
+  if (!kube::isDnsLabel(ns)) {
     fail(Status::badRequest("invalid namespace \"" + ns + "\": must be a DNS-1123 label"));
     return;
   }
-  if (!dnsSubdomain(name)) {
+  if (!kube::isDnsSubdomain(name)) {
     fail(Status::badRequest("invalid allocation name \"" + name + "\": must be a DNS-1123 subdomain"));
     return;
   }
-  if (!dnsLabel(task)) {
+  if (!kube::isDnsLabel(task)) {
     fail(Status::badRequest("invalid task name \"" + task + "\": must be a DNS-1123 label"));
     return;
   }

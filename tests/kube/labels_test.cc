@@ -149,3 +149,12 @@ TEST_CASE("labels: field selectors") {
 
 }  // namespace
 }  // namespace kube
+
+TEST_CASE("RFC 1123 labels and subdomains") {
+  CHECK(kube::isDnsLabel("web-1"));
+  CHECK(kube::isDnsSubdomain("web-app-0-1.example"));
+  for (const char* bad : {"", "-a", "a-", "A", "a.b", "a_b", ".."}) CHECK_MESSAGE(!kube::isDnsLabel(bad), bad);
+  for (const char* bad : {"", ".a", "a.", "a..b", "../x", "a/b"}) CHECK_MESSAGE(!kube::isDnsSubdomain(bad), bad);
+  CHECK(!kube::isDnsLabel(std::string(64, 'a')));
+  CHECK(!kube::isDnsSubdomain(std::string(254, 'a')));
+}
