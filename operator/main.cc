@@ -234,7 +234,11 @@ int main(int argc, char** argv) {
   int rc = 0;
   while (true) {
     std::unique_lock l(mu);
-    cv.wait_for(l, std::chrono::milliseconds(200), [&] { return startLeading || lost; });
+    // Wakes for a new leadership, its loss, or (every 200 ms) to notice a stop signal. Once the
+    // controllers run, `startLeading` stays true, so it must not end the wait by itself: that
+    // would spin this thread on a whole core.
+    cv.wait_for(l, std::chrono::milliseconds(200),
+                [&] { return (startLeading && controllers.empty()) || lost || gStop; });
     if (lost) {
       log("lost leadership: exiting");
       rc = 1;
