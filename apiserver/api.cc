@@ -947,18 +947,10 @@ Status Api::namespaceAcceptsCreates(const ResourceTypePtr& rt, const std::string
 }
 
 void Api::afterWrite(const ResourceTypePtr& rt, const Entry& e, bool deleted) {
-  if (rt->kind == "CustomResourceDefinition" && rt->group == "apiextensions.k8s.io") {
-    if (deleted || !e.json) {
-      // handled by GC pass (name unknown here); fallthrough
-    } else if (auto doc = kube::parseJson(*e.json)) {
-      (void)registry_.addCrd(*doc);
-    }
+  // A CRD's removal from the registry is done by remove() (it knows the name).
+  if (rt->kind == "CustomResourceDefinition" && rt->group == "apiextensions.k8s.io" && !deleted && e.json) {
+    if (auto doc = kube::parseJson(*e.json)) (void)registry_.addCrd(*doc);
   }
-  // The collector cares about deletions, owner references and objects being deleted; plain
-  // writes (the common case) do not wake it.
-  bool relevant = deleted || !e.json || e.json->find("\"ownerReferences\"") != std::string::npos ||
-                  e.json->find("\"deletionTimestamp\"") != std::string::npos;
-  if (relevant && changeHook_) changeHook_();
 }
 
 StatusOr<Entry> Api::create(const ResourceTypePtr& rt, const std::string& ns, Json obj,

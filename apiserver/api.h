@@ -51,9 +51,6 @@ class Api {
   kube::StatusOr<Entry> remove(const ResourceTypePtr& rt, const std::string& ns,
                                const std::string& name, const DeleteOptions& opts);
 
-  // Called after every committed write that may need the garbage collector's attention.
-  void setChangeHook(std::function<void()> hook) { changeHook_ = std::move(hook); }
-
  private:
   struct Call;  // one request's parsed state
   void serveResource(Call& c);
@@ -90,7 +87,6 @@ class Api {
   Registry& registry_;
   Authenticator& auth_;
   const ApiOptions options_;
-  std::function<void()> changeHook_;
 };
 
 // Rendering helpers shared with discovery/printers.

@@ -1,60 +1,13 @@
 #include "apiserver/gc.h"
 
-#include <map>
-#include <set>
+#include <chrono>
 
 namespace apiserver {
 
 using kube::Json;
 using kube::JsonValue;
 
-void GarbageCollector::start() { thread_ = std::thread([this] { run(); }); }
-
-void GarbageCollector::stop() {
-  {
-    std::lock_guard l(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-void GarbageCollector::poke() {
-  {
-    std::lock_guard l(mu_);
-    poked_ = true;
-  }
-  cv_.notify_all();
-}
-
-void GarbageCollector::run() {
-  for (;;) {
-    {
-      std::unique_lock l(mu_);
-      cv_.wait_for(l, std::chrono::seconds(5), [this] { return poked_ || stopping_; });
-      if (stopping_) return;
-      // Let a burst of deletions land before walking the store once for all of them.
-      cv_.wait_for(l, std::chrono::milliseconds(20), [this] { return stopping_; });
-      if (stopping_) return;
-      poked_ = false;
-    }
-    try {
-      // Repeat while passes make progress (a cascade is several passes), bounded per wake-up.
-      for (int i = 0; i < 20 && pass() > 0; ++i) {
-      }
-    } catch (const std::exception&) {
-      // A failing pass is retried on the next wake-up; the store is untouched by a failed write.
-    }
-  }
-}
-
 namespace {
-
-struct Obj {
-  std::string key;
-  ResourceTypePtr rt;
-  Json doc;
-};
 
 bool removeFinalizer(Json& d, std::string_view f) {
   JsonValue* fs = kube::find(d, {"metadata", "finalizers"});
@@ -70,115 +23,325 @@ bool removeFinalizer(Json& d, std::string_view f) {
 
 }  // namespace
 
-size_t GarbageCollector::pass() {
-  auto all = storage_.list("");
-  bool anyOwners = false;
-  bool anyDeleting = false;
-  for (const auto& [key, e] : all) {
-    anyOwners |= e.json->find("\"ownerReferences\"") != std::string::npos;
-    anyDeleting |= e.json->find("\"deletionTimestamp\"") != std::string::npos;
-  }
-  if (!anyOwners && !anyDeleting) return 0;
+void GarbageCollector::start() {
+  rebuild();
+  thread_ = std::thread([this] { run(); });
+}
 
-  std::vector<Obj> objs;
-  std::set<std::string> uids;
-  std::map<std::string, std::vector<size_t>> dependents;  // owner uid -> indexes
-  for (const auto& [key, e] : all) {
-    auto d = kube::parseJson(*e.json);
-    if (!d) continue;
-    size_t slash = key.find('/');
-    size_t slash2 = key.find('/', slash + 1);
-    std::string group = key.substr(0, slash);
-    if (group == "core") group.clear();
-    ResourceTypePtr rt = registry_.findAnyVersion(group, key.substr(slash + 1, slash2 - slash - 1));
-    if (!rt) continue;
-    uids.insert(kube::uid(*d));
-    if (const JsonValue* refs = kube::find(*d, {"metadata", "ownerReferences"}); refs && refs->IsArray()) {
-      for (const auto& r : refs->GetArray()) dependents[kube::getString(r, {"uid"})].push_back(objs.size());
-    }
-    objs.push_back({key, rt, std::move(*d)});
+void GarbageCollector::stop() {
+  stopping_ = true;
+  {
+    std::lock_guard l(watcherMu_);
+    if (watcher_) watcher_->close();
   }
+  if (thread_.joinable()) thread_.join();
+}
+
+void GarbageCollector::run() {
+  auto lastRetry = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    if (!drain(1000)) {
+      if (stopping_) return;
+      rebuild();  // fell behind the history (or the store restarted its watchers): start over
+      continue;
+    }
+    // Work is done once the events that arrived together have been applied, so a burst of
+    // deletions is handled in one go. Failed writes are retried at most once a second.
+    bool retryDue = std::chrono::steady_clock::now() - lastRetry > std::chrono::seconds(1);
+    if (!retry_.empty() && retryDue) {
+      dirty_.insert(retry_.begin(), retry_.end());
+      dirtyNamespaces_.insert(retryNamespaces_.begin(), retryNamespaces_.end());
+      retry_.clear();
+      retryNamespaces_.clear();
+      lastRetry = std::chrono::steady_clock::now();
+    }
+    try {
+      processDirty();
+    } catch (const std::exception&) {
+      // Nothing is lost: a failed write leaves the store as it was; the next rebuild sees it.
+      watcher_->close();
+    }
+  }
+}
+
+size_t GarbageCollector::pass() {
+  if (!watcher_ || watcher_->closed()) rebuild();
+  (void)drain(0);
+  dirty_.insert(retry_.begin(), retry_.end());
+  dirtyNamespaces_.insert(retryNamespaces_.begin(), retryNamespaces_.end());
+  retry_.clear();
+  retryNamespaces_.clear();
+  return processDirty();
+}
+
+void GarbageCollector::rebuild() {
+  nodes_.clear();
+  uidOfKey_.clear();
+  dependents_.clear();
+  members_.clear();
+  dirty_.clear();
+  dirtyNamespaces_.clear();
+  retry_.clear();
+  retryNamespaces_.clear();
+  // Watch first, then list: an object written in between is in both, and its event (a revision
+  // the node already has) is skipped. Nothing can be missed.
+  for (;;) {
+    auto w = storage_.watch("", storage_.currentRv());
+    if (w) {
+      std::lock_guard l(watcherMu_);
+      watcher_ = *w;
+      break;
+    }
+    if (stopping_) return;
+  }
+  for (const auto& [key, e] : storage_.list("")) upsert(key, e.rv, *e.json);
+  for (const auto& [uid, n] : nodes_) {
+    if (!n.owners.empty() || n.deleting) dirty_.insert(uid);
+    if (n.isNamespace && n.deleting) dirtyNamespaces_.insert(n.name);
+  }
+}
+
+bool GarbageCollector::drain(int timeoutMs) {
+  std::vector<Event> events;
+  bool open = watcher_->next(events, std::chrono::milliseconds(timeoutMs));
+  for (const auto& e : events) apply(e);
+  // More may have queued meanwhile: take them now, without waiting.
+  while (open && !events.empty()) {
+    events.clear();
+    open = watcher_->next(events, std::chrono::milliseconds(0));
+    for (const auto& e : events) apply(e);
+  }
+  return open;
+}
+
+void GarbageCollector::apply(const Event& e) {
+  if (e.type == Event::Type::kDeleted) {
+    erase(e.key, e.rv);
+  } else if (e.object) {
+    upsert(e.key, e.rv, *e.object);
+  }
+}
+
+void GarbageCollector::upsert(const std::string& key, int64_t rv, const std::string& json) {
+  auto known = uidOfKey_.find(key);
+  if (known != uidOfKey_.end()) {
+    auto it = nodes_.find(known->second);
+    if (it != nodes_.end() && it->second.rv >= rv) return;  // the list already had this one
+  }
+  auto d = kube::parseJson(json);
+  if (!d) return;
+  std::string uid = kube::uid(*d);
+  if (uid.empty()) return;
+  if (known != uidOfKey_.end() && known->second != uid) erase(key, rv);  // replaced under the same name
+
+  size_t slash = key.find('/');
+  size_t slash2 = key.find('/', slash + 1);
+  std::string group = key.substr(0, slash);
+  if (group == "core") group.clear();
+
+  Node n;
+  n.key = key;
+  n.rt = registry_.findAnyVersion(group, key.substr(slash + 1, slash2 - slash - 1));
+  n.ns = kube::ns(*d);
+  n.name = kube::name(*d);
+  n.rv = rv;
+  n.isNamespace = group.empty() && n.rt && n.rt->kind == "Namespace";
+  const JsonValue& md = (*d)["metadata"];
+  n.deleting = md.HasMember("deletionTimestamp");
+  if (const JsonValue* refs = kube::find(md, {"ownerReferences"}); refs && refs->IsArray()) {
+    for (const auto& r : refs->GetArray()) n.owners.push_back(kube::getString(r, {"uid"}));
+  }
+  if (const JsonValue* fs = kube::find(md, {"finalizers"}); fs && fs->IsArray()) {
+    for (const auto& f : fs->GetArray()) {
+      n.orphan |= kube::view(f) == "orphan";
+      n.foreground |= kube::view(f) == "foregroundDeletion";
+    }
+  }
+
+  auto it = nodes_.find(uid);
+  if (it != nodes_.end()) unlink(uid, it->second);
+  for (const auto& o : n.owners) dependents_[o].insert(uid);
+  if (!n.ns.empty()) {
+    members_[n.ns].insert(uid);
+    if (auto nsUid = uidOfKey_.find("core/namespaces//" + n.ns); nsUid != uidOfKey_.end()) {
+      if (auto ns = nodes_.find(nsUid->second); ns != nodes_.end() && ns->second.deleting) {
+        dirtyNamespaces_.insert(n.ns);
+      }
+    }
+  }
+  if (!n.owners.empty() || n.deleting) dirty_.insert(uid);
+  if (n.isNamespace && n.deleting) dirtyNamespaces_.insert(n.name);
+  uidOfKey_[key] = uid;
+  nodes_[uid] = std::move(n);
+}
+
+void GarbageCollector::erase(const std::string& key, int64_t rv) {
+  auto known = uidOfKey_.find(key);
+  if (known == uidOfKey_.end()) return;
+  std::string uid = known->second;
+  auto it = nodes_.find(uid);
+  if (it == nodes_.end() || it->second.rv >= rv) return;
+  Node n = std::move(it->second);
+  unlink(uid, n);
+  nodes_.erase(it);
+  uidOfKey_.erase(known);
+  // Its dependents may have lost their last owner.
+  if (auto deps = dependents_.find(uid); deps != dependents_.end()) {
+    dirty_.insert(deps->second.begin(), deps->second.end());
+  }
+  if (!n.ns.empty()) {
+    if (auto nsUid = uidOfKey_.find("core/namespaces//" + n.ns); nsUid != uidOfKey_.end()) {
+      if (auto ns = nodes_.find(nsUid->second); ns != nodes_.end() && ns->second.deleting) {
+        dirtyNamespaces_.insert(n.ns);
+      }
+    }
+  }
+}
+
+// Removes a node's edges (not the node): from its owners' dependent sets, and from its
+// namespace. Owners waiting in foreground deletion for their dependents to go are made dirty.
+void GarbageCollector::unlink(const std::string& uid, const Node& n) {
+  for (const auto& o : n.owners) {
+    auto deps = dependents_.find(o);
+    if (deps == dependents_.end()) continue;
+    deps->second.erase(uid);
+    if (deps->second.empty()) dependents_.erase(deps);
+    if (auto owner = nodes_.find(o); owner != nodes_.end() && owner->second.deleting) dirty_.insert(o);
+  }
+  if (!n.ns.empty()) {
+    if (auto m = members_.find(n.ns); m != members_.end()) {
+      m->second.erase(uid);
+      if (m->second.empty()) members_.erase(m);
+    }
+  }
+}
+
+size_t GarbageCollector::processDirty() {
   size_t writes = 0;
-  DeleteOptions background;
-  background.propagationPolicy = "Background";
-  for (auto& o : objs) {
-    const JsonValue& md = o.doc["metadata"];
-    std::string ns = kube::ns(o.doc), name = kube::name(o.doc), uid = kube::uid(o.doc);
-    bool deleting = md.HasMember("deletionTimestamp");
-    // Dependents whose owners are all gone follow them.
-    if (const JsonValue* refs = kube::find(md, {"ownerReferences"}); refs && refs->IsArray() && !refs->Empty() && !deleting) {
-      bool anyAlive = false;
-      for (const auto& r : refs->GetArray()) anyAlive |= uids.count(kube::getString(r, {"uid"})) > 0;
-      if (!anyAlive) {
-        if (api_.remove(o.rt, ns, name, background)) ++writes;
-        continue;
-      }
+  while (!dirty_.empty() || !dirtyNamespaces_.empty()) {
+    std::set<std::string> batch;
+    batch.swap(dirty_);
+    for (const auto& uid : batch) writes += processObject(uid);
+    std::set<std::string> names;
+    names.swap(dirtyNamespaces_);
+    for (const auto& name : names) writes += processNamespace(name);
+    // The writes above come back as events; take those that are already queued, so a cascade
+    // runs to its end here (pass() relies on it; the thread would get them next round anyway).
+    if (!drain(0)) break;
+    if (stopping_) break;
+  }
+  return writes;
+}
+
+namespace {
+
+// NotFound and Conflict mean someone else got there first: the resulting event (or its
+// absence) decides what happens next. Anything else is worth a retry.
+bool retryable(const kube::Status& st) { return !st.isOk() && st.code() != 404 && st.code() != 409; }
+
+}  // namespace
+
+size_t GarbageCollector::processObject(const std::string& uid) {
+  auto it = nodes_.find(uid);
+  if (it == nodes_.end() || !it->second.rt) return 0;
+  const Node& n = it->second;
+  size_t writes = 0;
+  bool failed = false;
+  auto count = [&](const kube::Status& st) {
+    if (st.isOk()) ++writes;
+    failed |= retryable(st);
+  };
+
+  if (!n.deleting) {
+    // A dependent whose owners are all gone follows them.
+    if (n.owners.empty()) return 0;
+    bool anyAlive = false;
+    for (const auto& o : n.owners) anyAlive |= nodes_.count(o) > 0;
+    if (!anyAlive) {
+      DeleteOptions background;
+      background.propagationPolicy = "Background";
+      background.preconditionUid = uid;  // not a namesake created since
+      count(api_.remove(n.rt, n.ns, n.name, background).status());
     }
-    if (!deleting) continue;
-    auto deps = dependents.find(uid);
-    bool hasDeps = deps != dependents.end() && !deps->second.empty();
-    auto hasF = [&](std::string_view f) {
-      const JsonValue* fs = kube::find(md, {"finalizers"});
-      if (fs == nullptr || !fs->IsArray()) return false;
-      for (const auto& v : fs->GetArray()) {
-        if (kube::view(v) == f) return true;
-      }
-      return false;
-    };
-    if (hasF("orphan")) {
-      if (hasDeps) {
-        for (size_t i : deps->second) {
-          auto& d = objs[i];
-          (void)api_.modify(d.rt, kube::ns(d.doc), kube::name(d.doc), [&](Json& x) {
-            JsonValue* refs = kube::find(x, {"metadata", "ownerReferences"});
-            if (refs != nullptr && refs->IsArray()) {
-              for (auto it = refs->Begin(); it != refs->End();) {
-                it = kube::getString(*it, {"uid"}) == uid ? refs->Erase(it) : it + 1;
-              }
-            }
-            return kube::Status::ok();
-          });
-          ++writes;
-        }
-      }
-      if (api_.modify(o.rt, ns, name, [](Json& x) { removeFinalizer(x, "orphan"); return kube::Status::ok(); })) ++writes;
-      continue;
+  } else if (n.orphan) {
+    // Orphan: the dependents lose their reference to this owner, then the finalizer goes.
+    std::vector<std::string> deps;
+    if (auto d = dependents_.find(uid); d != dependents_.end()) deps.assign(d->second.begin(), d->second.end());
+    for (const auto& depUid : deps) {
+      auto dep = nodes_.find(depUid);
+      if (dep == nodes_.end() || !dep->second.rt) continue;
+      count(api_.modify(dep->second.rt, dep->second.ns, dep->second.name, [&](Json& x) {
+                  JsonValue* refs = kube::find(x, {"metadata", "ownerReferences"});
+                  if (refs != nullptr && refs->IsArray()) {
+                    for (auto r = refs->Begin(); r != refs->End();) {
+                      r = kube::getString(*r, {"uid"}) == uid ? refs->Erase(r) : r + 1;
+                    }
+                  }
+                  return kube::Status::ok();
+                }).status());
     }
-    if (hasF("foregroundDeletion")) {
-      if (hasDeps) {
-        DeleteOptions fg;
-        fg.propagationPolicy = "Foreground";
-        for (size_t i : deps->second) {
-          auto& d = objs[i];
-          if (!kube::find(d.doc, {"metadata", "deletionTimestamp"})) {
-            if (api_.remove(d.rt, kube::ns(d.doc), kube::name(d.doc), fg)) ++writes;
-          }
-        }
-      } else if (api_.modify(o.rt, ns, name, [](Json& x) { removeFinalizer(x, "foregroundDeletion"); return kube::Status::ok(); })) {
-        ++writes;
-      }
-      continue;
+    if (!failed) {
+      count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
+                  removeFinalizer(x, "orphan");
+                  return kube::Status::ok();
+                }).status());
     }
-    if (o.rt->kind == "Namespace" && o.rt->group.empty()) {
-      // Namespace termination: delete the contents, finalize once empty.
-      bool empty = true;
-      for (auto& other : objs) {
-        if (!other.rt->namespaced || kube::ns(other.doc) != name) continue;
-        empty = false;
-        if (!kube::find(other.doc, {"metadata", "deletionTimestamp"})) {
-          if (api_.remove(other.rt, name, kube::name(other.doc), background)) ++writes;
-        }
+  } else if (n.foreground) {
+    // Foreground: the dependents are deleted (in the foreground too) first; the owner's
+    // finalizer goes once the last of them is gone.
+    auto d = dependents_.find(uid);
+    if (d != dependents_.end() && !d->second.empty()) {
+      DeleteOptions fg;
+      fg.propagationPolicy = "Foreground";
+      std::vector<std::string> deps(d->second.begin(), d->second.end());
+      for (const auto& depUid : deps) {
+        auto dep = nodes_.find(depUid);
+        if (dep == nodes_.end() || !dep->second.rt || dep->second.deleting) continue;
+        fg.preconditionUid = depUid;
+        count(api_.remove(dep->second.rt, dep->second.ns, dep->second.name, fg).status());
       }
-      if (empty) {
-        auto r = api_.modify(o.rt, "", name, [](Json& x) {
-          JsonValue* f = kube::find(x, {"spec", "finalizers"});
-          if (f != nullptr && f->IsArray()) f->Clear();
-          return kube::Status::ok();
-        }, "finalize");
-        if (r) ++writes;
-      }
+    } else {
+      count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
+                  removeFinalizer(x, "foregroundDeletion");
+                  return kube::Status::ok();
+                }).status());
     }
   }
+  if (failed) retry_.insert(uid);
+  return writes;
+}
+
+size_t GarbageCollector::processNamespace(const std::string& name) {
+  auto nsUid = uidOfKey_.find("core/namespaces//" + name);
+  if (nsUid == uidOfKey_.end()) return 0;
+  auto it = nodes_.find(nsUid->second);
+  if (it == nodes_.end() || !it->second.deleting || !it->second.rt) return 0;
+  size_t writes = 0;
+  bool failed = false;
+  auto m = members_.find(name);
+  if (m != members_.end() && !m->second.empty()) {
+    // Terminating: delete the contents; the namespace is finalized once they are all gone.
+    DeleteOptions background;
+    background.propagationPolicy = "Background";
+    std::vector<std::string> uids(m->second.begin(), m->second.end());
+    for (const auto& uid : uids) {
+      auto o = nodes_.find(uid);
+      if (o == nodes_.end() || !o->second.rt || o->second.deleting) continue;
+      background.preconditionUid = uid;
+      auto r = api_.remove(o->second.rt, name, o->second.name, background);
+      if (r) ++writes;
+      failed |= retryable(r.status());
+    }
+  } else {
+    auto r = api_.modify(it->second.rt, "", name, [](Json& x) {
+      JsonValue* f = kube::find(x, {"spec", "finalizers"});
+      if (f != nullptr && f->IsArray()) f->Clear();
+      return kube::Status::ok();
+    }, "finalize");
+    if (r) ++writes;
+    failed |= retryable(r.status());
+  }
+  if (failed) retryNamespaces_.insert(name);
   return writes;
 }
 

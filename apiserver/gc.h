@@ -3,14 +3,31 @@
 // (background, foreground and orphan propagation), finalizer bookkeeping for foregroundDeletion
 // and orphan, and namespace termination (delete the contents, then finalize the namespace).
 //
-// Level-triggered: every pass looks at the whole store, so a missed poke only delays work until
-// the next periodic pass. Threads: one (`run`); poke() may be called from any thread.
+// Shaped like kube-controller-manager's garbage collector: a graph of every object's uid, owners
+// and dependents, kept current by a watch on the whole store, and a set of "dirty" uids whose
+// situation changed. Only dirty objects are looked at, so a write costs one parse of that object,
+// not a walk of the store (a full walk on every write made 5,000 allocations cost seconds of CPU).
+// The graph is built from a list at start and again whenever the watch is closed (the collector
+// fell behind the history): a rebuild marks everything that could need work dirty.
+//
+// The collector's own writes (deletes, finalizer and ownerReference removals) come back through
+// the watch and move the cascade along. A write that fails for another reason than NotFound or
+// Conflict is retried about a second later.
+//
+// Threads: one (`run`); stop() may be called from any thread.
 
-#include <condition_variable>
+#include <atomic>
+#include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "apiserver/api.h"
+#include "apiserver/storage.h"
 
 namespace apiserver {
 
@@ -21,20 +38,51 @@ class GarbageCollector {
   ~GarbageCollector() { stop(); }
   void start();
   void stop();
-  void poke();
-  // One full pass; returns how many writes it made (tests call this directly).
+  // Synchronously: brings the graph up to date with the store, then handles every dirty object
+  // once. Returns how many writes it made. For tests; not to be called while the thread runs.
   size_t pass();
 
  private:
+  struct Node {
+    std::string key;  // storage key
+    ResourceTypePtr rt;
+    std::string ns, name;
+    int64_t rv = 0;
+    std::vector<std::string> owners;  // owner uids
+    bool deleting = false;            // metadata.deletionTimestamp set
+    bool orphan = false;              // finalizer "orphan"
+    bool foreground = false;          // finalizer "foregroundDeletion"
+    bool isNamespace = false;
+  };
+
   void run();
+  void rebuild();                 // list + watch; everything that may need work becomes dirty
+  bool drain(int timeoutMs);      // applies queued watch events; false once the watch is closed
+  void apply(const Event& e);
+  void upsert(const std::string& key, int64_t rv, const std::string& json);
+  void erase(const std::string& key, int64_t rv);
+  void unlink(const std::string& uid, const Node& n);
+  size_t processDirty();
+  size_t processObject(const std::string& uid);
+  size_t processNamespace(const std::string& name);
+
   Storage& storage_;
   Registry& registry_;
   Api& api_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool poked_ = false;     // guarded by mu_
-  bool stopping_ = false;  // guarded by mu_
+  std::atomic<bool> stopping_{false};
   std::thread thread_;
+  std::mutex watcherMu_;  // guards replacing watcher_ against stop() closing it
+  WatcherPtr watcher_;    // replaced by the collector's thread only
+
+  // The graph; touched by the collector's thread only.
+  std::unordered_map<std::string, Node> nodes_;                                   // uid -> node
+  std::unordered_map<std::string, std::string> uidOfKey_;                         // key -> uid
+  std::unordered_map<std::string, std::unordered_set<std::string>> dependents_;   // owner uid -> uids
+  std::unordered_map<std::string, std::unordered_set<std::string>> members_;      // namespace -> uids
+  std::set<std::string> dirty_;            // uids to look at
+  std::set<std::string> dirtyNamespaces_;  // names of namespaces to look at
+  std::set<std::string> retry_;            // uids whose writes failed
+  std::set<std::string> retryNamespaces_;  // namespaces whose writes failed
 };
 
 }  // namespace apiserver

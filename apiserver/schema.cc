@@ -303,11 +303,42 @@ std::optional<bool> stringMatchesFormat(std::string_view format, std::string_vie
 // ---------------------------------------------------------------------------------------------
 // Prune, default, validate
 
+// A field path ("spec.groups[0].count") as a chain of nodes on the walker's stack, turned into
+// text only when an error or a pruned field names it: building a string for every field visited
+// was most of a validation's allocations.
+class FieldPath {
+ public:
+  FieldPath() = default;  // the root: ""
+  FieldPath child(std::string_view k) const { return {this, Kind::kChild, k, 0}; }
+  FieldPath key(std::string_view k) const { return {this, Kind::kKey, k, 0}; }
+  FieldPath index(size_t i) const { return {this, Kind::kIndex, {}, i}; }
+  std::string str() const {
+    if (parent_ == nullptr) return {};
+    std::string p = parent_->str();
+    switch (kind_) {
+      case Kind::kChild: return p.empty() ? std::string(name_) : p + "." + std::string(name_);
+      case Kind::kKey: return p + "[" + std::string(name_) + "]";
+      case Kind::kIndex: return p + "[" + std::to_string(index_) + "]";
+    }
+    return p;
+  }
+  operator std::string() const { return str(); }  // NOLINT(google-explicit-constructor): errors take the text
+
+ private:
+  enum class Kind { kChild, kKey, kIndex };
+  FieldPath(const FieldPath* parent, Kind kind, std::string_view name, size_t index)
+      : parent_(parent), kind_(kind), name_(name), index_(index) {}
+  const FieldPath* parent_ = nullptr;
+  Kind kind_ = Kind::kChild;
+  std::string_view name_;
+  size_t index_ = 0;
+};
+
 class SchemaWalker {
  public:
   SchemaWalker(JsonAlloc& a, SchemaOutcome& out) : a_(a), out_(out) {}
 
-  void prune(JsonValue& v, const JsonValue& schema, const std::string& path, int depth, bool root) {
+  void prune(JsonValue& v, const JsonValue& schema, const FieldPath& path, int depth, bool root) {
     if (depth > kMaxSchemaDepth || !schema.IsObject()) return;
     if (v.IsObject()) {
       bool preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
@@ -320,17 +351,17 @@ class SchemaWalker {
           // Always kept; apiVersion/kind still follow their schema if one is given.
           const JsonValue* sub = props ? member(*props, key) : nullptr;
           if (sub && key != "metadata")
-            prune(it->value, *sub, childPath(path, key), depth + 1, false);
+            prune(it->value, *sub, path.child(key), depth + 1, false);
           ++it;
           continue;
         }
         const JsonValue* sub = props ? member(*props, key) : nullptr;
         if (sub) {
-          prune(it->value, *sub, childPath(path, key), depth + 1, false);
+          prune(it->value, *sub, path.child(key), depth + 1, false);
         } else if (addl && addl->IsObject()) {
-          prune(it->value, *addl, keyPath(path, key), depth + 1, false);
+          prune(it->value, *addl, path.key(key), depth + 1, false);
         } else if (!preserve && !(addl && addl->IsBool() && addl->GetBool())) {
-          out_.unknownFields.push_back(childPath(path, key));
+          out_.unknownFields.push_back(path.child(key));
           it = v.EraseMember(it);
           continue;
         }
@@ -340,7 +371,7 @@ class SchemaWalker {
       const JsonValue* items = objectMember(schema, "items");
       if (!items) return;
       for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
-        prune(v[i], *items, indexPath(path, i), depth + 1, false);
+        prune(v[i], *items, path.index(i), depth + 1, false);
       }
     }
   }
@@ -393,7 +424,7 @@ class SchemaWalker {
     }
   }
 
-  void validate(const JsonValue& v, const JsonValue& schema, const std::string& path, int depth,
+  void validate(const JsonValue& v, const JsonValue& schema, const FieldPath& path, int depth,
                 bool root, std::vector<FieldError>& errs) {
     if (!schema.IsObject()) return;
     if (depth > kMaxSchemaDepth) {
@@ -434,11 +465,12 @@ class SchemaWalker {
   }
 
  private:
-  static std::string displayName(const std::string& path) {
-    return path.empty() ? std::string(".") : path;
+  static std::string displayName(const FieldPath& path) {
+    std::string p = path.str();
+    return p.empty() ? std::string(".") : p;
   }
 
-  static void typeError(const std::string& path, std::string_view expected, std::string_view actual,
+  static void typeError(const FieldPath& path, std::string_view expected, std::string_view actual,
                         std::vector<FieldError>& errs) {
     std::string quoted = goQuote(actual);
     errs.push_back(
@@ -446,12 +478,12 @@ class SchemaWalker {
          displayName(path) + " in body must be of type " + std::string(expected) + ": " + quoted});
   }
 
-  static void invalid(const std::string& path, std::string value, std::string detail,
+  static void invalid(const FieldPath& path, std::string value, std::string detail,
                       std::vector<FieldError>& errs) {
     errs.push_back({path, "Invalid value", std::move(value), std::move(detail)});
   }
 
-  void validateFormat(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  void validateFormat(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                       std::vector<FieldError>& errs) {
     std::string_view format = stringMember(schema, "format");
     if (format.empty()) return;
@@ -481,7 +513,7 @@ class SchemaWalker {
     }
   }
 
-  static void validateEnum(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  static void validateEnum(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                            std::vector<FieldError>& errs) {
     const JsonValue* en = member(schema, "enum");
     if (!en || !en->IsArray() || en->Empty()) return;
@@ -498,7 +530,7 @@ class SchemaWalker {
     errs.push_back({path, "Unsupported value", renderValue(v), detail});
   }
 
-  void validateString(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  void validateString(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                       std::vector<FieldError>& errs) {
     std::string_view s = kube::view(v);
     size_t len = runeCount(s);
@@ -513,7 +545,7 @@ class SchemaWalker {
     }
     std::string_view pattern = stringMember(schema, "pattern");
     if (pattern.empty()) return;
-    const re2::RE2* re = compiled(pattern);
+    std::shared_ptr<const re2::RE2> re = compiled(pattern);
     if (!re) return;  // validateSchemaDefinition rejects such schemas; nothing to check here
     std::string detail = displayName(path) + " in body should match '" + std::string(pattern) + "'";
     if (s.size() > kMaxPatternInput) {
@@ -525,19 +557,24 @@ class SchemaWalker {
     if (!matched) invalid(path, goQuote(s), detail, errs);
   }
 
-  const re2::RE2* compiled(std::string_view pattern) {
-    auto it = regexCache_.find(std::string(pattern));
-    if (it == regexCache_.end()) {
+  // Compiled patterns are shared by every request (compiling one costs more than validating a
+  // whole object). Bounded: the patterns come from CRDs, but a CRD can be rewritten at will.
+  static std::shared_ptr<const re2::RE2> compiled(std::string_view pattern) {
+    static std::mutex mu;
+    static std::map<std::string, std::shared_ptr<const re2::RE2>, std::less<>> cache;
+    std::lock_guard l(mu);
+    auto it = cache.find(pattern);
+    if (it == cache.end()) {
+      if (cache.size() >= 4096) cache.clear();
       re2::RE2::Options opts;
       opts.set_log_errors(false);
-      auto re = std::make_unique<re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()), opts);
-      if (!re->ok()) re.reset();
-      it = regexCache_.emplace(std::string(pattern), std::move(re)).first;
+      auto re = std::make_shared<re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()), opts);
+      it = cache.emplace(std::string(pattern), re->ok() ? std::move(re) : nullptr).first;
     }
-    return it->second.get();
+    return it->second;
   }
 
-  static void validateNumber(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  static void validateNumber(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                              std::vector<FieldError>& errs) {
     double x = v.GetDouble();
     bool intData = isInteger(v);
@@ -598,7 +635,7 @@ class SchemaWalker {
     return out + "}";
   }
 
-  void validateArray(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  void validateArray(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                      int depth, std::vector<FieldError>& errs) {
     size_t n = v.Size();
     if (auto maxItems = countMember(schema, "maxItems"); maxItems && n > *maxItems) {
@@ -627,7 +664,7 @@ class SchemaWalker {
       for (size_t i = 1; i < n; ++i) {
         for (size_t j = 0; j < i; ++j) {
           if (v[static_cast<rapidjson::SizeType>(i)] == v[static_cast<rapidjson::SizeType>(j)]) {
-            errs.push_back({indexPath(path, i), "Duplicate value",
+            errs.push_back({path.index(i), "Duplicate value",
                             renderValue(v[static_cast<rapidjson::SizeType>(i)]), ""});
             break;
           }
@@ -641,20 +678,20 @@ class SchemaWalker {
           auto key = mapKeyOf(v[static_cast<rapidjson::SizeType>(i)], *keys);
           if (!key) continue;
           if (!seen.emplace(*key, i).second) {
-            errs.push_back({indexPath(path, i), "Duplicate value", *key, ""});
+            errs.push_back({path.index(i), "Duplicate value", *key, ""});
           }
         }
       }
     }
     if (const JsonValue* items = objectMember(schema, "items")) {
       for (size_t i = 0; i < n; ++i) {
-        validate(v[static_cast<rapidjson::SizeType>(i)], *items, indexPath(path, i), depth + 1,
+        validate(v[static_cast<rapidjson::SizeType>(i)], *items, path.index(i), depth + 1,
                  false, errs);
       }
     }
   }
 
-  void validateObject(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  void validateObject(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                       int depth, bool root, std::vector<FieldError>& errs) {
     bool embedded = isEmbedded(schema, root);
     size_t n = v.MemberCount();
@@ -672,7 +709,7 @@ class SchemaWalker {
       for (const auto& r : req->GetArray()) {
         if (!r.IsString()) continue;
         if (!member(v, kube::view(r))) {
-          errs.push_back({childPath(path, kube::view(r)), "Required value", "", ""});
+          errs.push_back({path.child(kube::view(r)), "Required value", "", ""});
         }
       }
     }
@@ -685,9 +722,9 @@ class SchemaWalker {
       if (embedded && key == "metadata") continue;
       const JsonValue* sub = props ? member(*props, key) : nullptr;
       if (sub) {
-        validate(m.value, *sub, childPath(path, key), depth + 1, false, errs);
+        validate(m.value, *sub, path.child(key), depth + 1, false, errs);
       } else if (addl && addl->IsObject()) {
-        validate(m.value, *addl, keyPath(path, key), depth + 1, false, errs);
+        validate(m.value, *addl, path.key(key), depth + 1, false, errs);
       } else if (addl && addl->IsBool() && !addl->GetBool() &&
                  !(embedded && isResourceEnvelope(key))) {
         invalid(path, goQuote(key),
@@ -697,17 +734,17 @@ class SchemaWalker {
   }
 
   // apiVersion/kind/metadata of the root object or an embedded resource.
-  static void validateEnvelope(const JsonValue& v, const std::string& path, bool root,
+  static void validateEnvelope(const JsonValue& v, const FieldPath& path, bool root,
                                std::vector<FieldError>& errs) {
     if (const JsonValue* meta = member(v, "metadata")) {
-      std::string metaPath = childPath(path, "metadata");
+      FieldPath metaPath = path.child("metadata");
       if (!meta->IsObject()) {
         typeError(metaPath, "object", jsonTypeName(*meta), errs);
       } else {
         for (std::string_view f : {"name", "generateName"}) {
           const JsonValue* fv = member(*meta, f);
           if (fv && !fv->IsString())
-            typeError(childPath(metaPath, f), "string", jsonTypeName(*fv), errs);
+            typeError(metaPath.child(f), "string", jsonTypeName(*fv), errs);
         }
       }
     }
@@ -715,16 +752,16 @@ class SchemaWalker {
     for (std::string_view f : {"apiVersion", "kind"}) {
       const JsonValue* fv = member(v, f);
       if (!fv || (fv->IsString() && fv->GetStringLength() == 0)) {
-        errs.push_back({childPath(path, f), "Required value", "", "must not be empty"});
+        errs.push_back({path.child(f), "Required value", "", "must not be empty"});
       } else if (!fv->IsString()) {
-        typeError(childPath(path, f), "string", jsonTypeName(*fv), errs);
+        typeError(path.child(f), "string", jsonTypeName(*fv), errs);
       }
     }
   }
 
-  void validateJunctors(const JsonValue& v, const JsonValue& schema, const std::string& path,
+  void validateJunctors(const JsonValue& v, const JsonValue& schema, const FieldPath& path,
                         int depth, std::vector<FieldError>& errs) {
-    std::string quotedName = goQuote(displayName(path));
+    auto quotedName = [&] { return goQuote(displayName(path)); };  // only for errors: paths are lazy
     if (const JsonValue* allOf = member(schema, "allOf"); allOf && allOf->IsArray()) {
       for (const auto& s : allOf->GetArray()) validate(v, s, path, depth + 1, false, errs);
     }
@@ -746,7 +783,7 @@ class SchemaWalker {
         if (!best || local.size() < best->size()) best = std::move(local);
       }
       if (!matched) {
-        invalid(path, "\"\"", quotedName + " must validate at least one schema (anyOf)", errs);
+        invalid(path, "\"\"", quotedName() + " must validate at least one schema (anyOf)", errs);
         errs.insert(errs.end(), best->begin(), best->end());
       }
     }
@@ -764,26 +801,25 @@ class SchemaWalker {
       }
       if (valid == 0) {
         invalid(path, "\"\"",
-                quotedName + " must validate one and only one schema (oneOf). Found none valid",
+                quotedName() + " must validate one and only one schema (oneOf). Found none valid",
                 errs);
         errs.insert(errs.end(), best->begin(), best->end());
       } else if (valid > 1) {
         invalid(path, "\"\"",
-                quotedName + " must validate one and only one schema (oneOf). Found " +
+                quotedName() + " must validate one and only one schema (oneOf). Found " +
                     std::to_string(valid) + " valid alternatives",
                 errs);
       }
     }
     if (const JsonValue* no = objectMember(schema, "not")) {
       if (branchErrors(*no).empty()) {
-        invalid(path, "\"\"", quotedName + " must not validate the schema (not)", errs);
+        invalid(path, "\"\"", quotedName() + " must not validate the schema (not)", errs);
       }
     }
   }
 
   JsonAlloc& a_;
   SchemaOutcome& out_;
-  std::map<std::string, std::unique_ptr<re2::RE2>> regexCache_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -975,9 +1011,9 @@ SchemaOutcome applySchema(JsonValue& object, const JsonValue& openAPIV3Schema, J
   SchemaOutcome out;
   if (!openAPIV3Schema.IsObject()) return out;
   SchemaWalker walker(a, out);
-  walker.prune(object, openAPIV3Schema, "", 0, true);
+  walker.prune(object, openAPIV3Schema, FieldPath(), 0, true);
   walker.applyDefaults(object, openAPIV3Schema, 0, true);
-  walker.validate(object, openAPIV3Schema, "", 0, true, out.errors);
+  walker.validate(object, openAPIV3Schema, FieldPath(), 0, true, out.errors);
   return out;
 }
 

@@ -56,7 +56,6 @@ kube::StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& o) {
   ao.bookmarkIntervalSeconds = o.bookmarkIntervalSeconds;
   s->api_ = std::make_unique<Api>(*s->storage_, *s->registry_, *s->auth_, ao);
   s->gc_ = std::make_unique<GarbageCollector>(*s->storage_, *s->registry_, *s->api_);
-  s->api_->setChangeHook([gc = s->gc_.get()] { gc->poke(); });
   kube::Status st = s->bootstrap(o);
   if (!st) return st;
 

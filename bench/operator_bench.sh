@@ -26,11 +26,22 @@ KUBECTL="/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
 [ -x "$KUBECTL" ] || KUBECTL=kubectl
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
+# CPU time (user + system) a process has used, in ms: what each placement costs, whatever else
+# the machine is doing.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"; }
+cpu_all() { echo "$(cpu_ms "$SRV_PID") $(cpu_ms "$OP_PID") $(cpu_ms "$HOLLOW_PID")"; }
+cpu_report() {  # cpu_report "BEFORE" "AFTER" COUNT
+  read -r s0 o0 h0 <<<"$1"
+  read -r s1 o1 h1 <<<"$2"
+  printf "  CPU per placement: server %.2f ms, operator %.2f ms, hollow workers %.2f ms\n" \
+    "$(echo "($s1 - $s0) / $3" | bc -l)" "$(echo "($o1 - $o0) / $3" | bc -l)" "$(echo "($h1 - $h0) / $3" | bc -l)"
+}
 
 start_server() {
   PORT=$(free_port)
   "$BIN/foxden" server --data-dir "$WORK/data$1" --listen "127.0.0.1:$PORT" --crds "$SRC/crds" >>"$WORK/server.log" 2>&1 &
   PIDS+=($!)
+  SRV_PID=$!
   KC="$WORK/data$1/kubeconfig"
   for _ in $(seq 1 200); do [ -s "$KC" ] && curl -sk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "server did not start"; exit 1
@@ -41,6 +52,7 @@ start_hollow() {  # start_hollow NAME ARGS...
   "$BIN/hollow_workers" --kubeconfig "$KC" --ready-file "$WORK/$n.ready" --stats-file "$WORK/$n.stats" --stats-seconds 30 "$@" \
     >>"$WORK/$n.log" 2>&1 &
   PIDS+=($!)
+  HOLLOW_PID=$!
   for _ in $(seq 1 1200); do [ -s "$WORK/$n.ready" ] && return 0; sleep 0.1; done
   echo "hollow $n not ready"; tail "$WORK/$n.log"; exit 1
 }
@@ -58,7 +70,15 @@ start_operator() {
 metric_sum() {  # metric_sum PREFIX [LABEL_FILTER]: sum of the series of a family
   curl -sf "http://127.0.0.1:$OP_PORT/metrics" | awk -v m="$1" -v f="${2:-}" 'index($1, m)==1 && (f=="" || index($1, f)>0) {s+=$2} END {printf "%d", s+0}'
 }
-stat_of() { jq -r ".$2 // 0" "$WORK/$1.stats" 2>/dev/null || echo 0; }
+# stat NAME KEY: sets STAT to a count from a hollow stats file, without forking (the poll loops
+# below would otherwise spend a tenth of the machine on jq).
+stat() {
+  local l=""
+  STAT=0
+  { read -r l <"$WORK/$1.stats"; } 2>/dev/null || return 0
+  [[ $l =~ \"$2\":([0-9]+) ]] && STAT=${BASH_REMATCH[1]}
+  return 0
+}
 job() {  # job NAME COUNT EXTRA_REQUESTS CONSTRAINTS
   kc apply -f - >/dev/null <<EOF
 apiVersion: foxden.io/v1alpha1
@@ -84,7 +104,7 @@ start_operator
 r0=$(metric_sum foxden_operator_reconciles_total)
 t0=$(now)
 job thousand 1000
-while [ "$(stat_of h100 Running)" -lt 1000 ]; do sleep 0.05; done
+while stat h100 Running; [ "$STAT" -lt 1000 ]; do sleep 0.05; done
 t1=$(now)
 r1=$(metric_sum foxden_operator_reconciles_total)
 el=$(echo "$t1 - $t0" | bc -l)
@@ -108,19 +128,24 @@ start_operator --worker-grace-period 300s
 measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
   # End to end: from `kubectl apply` until the hollow workers have seen all COUNT new allocations
   # (each was decided, created through the API server and delivered by its watch).
-  local r0 t0 end n
-  r0=$(stat_of h5k Running)
+  local r0 t0 end n c0 p0
+  stat h5k Running; r0=$STAT
+  stat h5k patches; p0=$STAT
+  c0=$(cpu_all)
   t0=$(now)
   job "$1" "$2" "$3" "$4"
   local deadline=$((SECONDS + 300))
   while :; do
-    n=$(( $(stat_of h5k Running) - r0 ))
+    stat h5k Running; n=$((STAT - r0))
     [ "$n" -ge "$2" ] && { end=$(now); break; }
     [ $SECONDS -gt $deadline ] && { echo "$1: only $n of $2 delivered in 300 s"; return; }
     sleep 0.02
   done
   printf "%s: %d allocations placed, created and delivered to hollow workers in %.2f s = %.0f/s end to end\n" "$1" "$2" \
     "$(echo "$end - $t0" | bc -l)" "$(echo "$2 / ($end - $t0)" | bc -l)"
+  cpu_report "$c0" "$(cpu_all)" "$2"
+  stat h5k patches
+  printf "  hollow workers' API writes per placement: %.2f\n" "$(echo "($STAT - $p0) / $2" | bc -l)"
 }
 measure plain 5000 "" "[]"
 measure gpu 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]"

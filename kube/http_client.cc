@@ -89,11 +89,6 @@ struct OpenOutcome {
   Status status;
   http::http_response response;
 };
-struct LineOutcome {
-  Status status;
-  bool eof = false;
-  std::string line;
-};
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -125,38 +120,60 @@ class CppRestLineStream final : public LineStream {
 
   int status() const override { return response_.status_code(); }
 
+  // Reads the body in whole chunks (what has arrived) into buf_ and cuts lines out of it.
+  // cpprestsdk's own read_line costs a task continuation and a lock per byte, which made reading
+  // watches the biggest CPU cost of a busy informer.
   StatusOr<bool> readLine(std::string& line) override {
-    if (cts_.get_token().is_canceled()) return canceledStatus();
-    if (!body_.is_valid()) return false;
-    concurrency::streams::container_buffer<std::string> buf;
     auto token = cts_.get_token();
-    auto body = body_;
-    LineOutcome out;
-    try {
-      out = body_.read_line(buf)
-                .then([buf, body, token](pplx::task<size_t> t) mutable {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
-                  LineOutcome o;
-                  try {
-                    size_t n = t.get();
-                    if (n == 0 && body.is_eof()) {
-                      o.eof = true;
-                    } else {
-                      o.line = std::move(buf.collection());
-                    }
-                  } catch (...) {
-                    o.status = currentExceptionToStatus(token);
-                  }
-                  return o;
-                })
-                .get();
-    } catch (...) {
-      return currentExceptionToStatus(token);
+    for (;;) {
+      if (token.is_canceled()) return canceledStatus();
+      size_t nl = buf_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        size_t end = nl > pos_ && buf_[nl - 1] == '\r' ? nl - 1 : nl;
+        line.assign(buf_, pos_, end - pos_);
+        pos_ = nl + 1;
+        if (pos_ == buf_.size()) {
+          buf_.clear();
+          pos_ = 0;
+        }
+        return true;
+      }
+      if (eof_ || !body_.is_valid()) {
+        if (pos_ >= buf_.size()) return false;
+        line.assign(buf_, pos_, std::string::npos);  // a last line without its newline
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        buf_.clear();
+        pos_ = 0;
+        return true;
+      }
+      if (pos_ > 0) {  // keep only the unfinished line
+        buf_.erase(0, pos_);
+        pos_ = 0;
+      }
+      if (buf_.size() > kMaxLine) return Status::unavailable("watch line longer than 64 MiB");
+      try {
+        auto sb = body_.streambuf();
+        size_t avail = sb.in_avail();
+        if (avail == 0) {
+          // Nothing buffered: wait for one byte (or the end), then take whatever came with it.
+          auto c = sb.bumpc().get();
+          if (c == concurrency::streams::streambuf<uint8_t>::traits::eof()) {
+            eof_ = true;
+            continue;
+          }
+          buf_.push_back(static_cast<char>(c));
+          avail = sb.in_avail();
+        }
+        if (avail > 0) {
+          size_t old = buf_.size();
+          buf_.resize(old + avail);
+          size_t n = sb.getn(reinterpret_cast<uint8_t*>(buf_.data() + old), avail).get();
+          buf_.resize(old + n);
+        }
+      } catch (...) {
+        return currentExceptionToStatus(token);
+      }
     }
-    if (!out.status) return out.status;
-    if (out.eof) return false;
-    if (!out.line.empty() && out.line.back() == '\r') out.line.pop_back();
-    line = std::move(out.line);
-    return true;
   }
 
   void cancel() override { cts_.cancel(); }
@@ -166,6 +183,10 @@ class CppRestLineStream final : public LineStream {
   concurrency::streams::istream body_;
   pplx::cancellation_token_source cts_;
   CancelLink link_;
+  static constexpr size_t kMaxLine = 64u << 20;
+  std::string buf_;  // bytes read but not yet returned, from pos_
+  size_t pos_ = 0;
+  bool eof_ = false;
 };
 
 class CppRestHttpClient final : public HttpClient {

@@ -523,6 +523,29 @@ def garbage_collection():
     check("gc orphan: dependent stays without the reference",
           st == 200 and not doc["metadata"].get("ownerReferences"), (st, doc))
 
+    # A dependent whose owner never existed (or went before it was created) is collected.
+    stray = cm("stray")
+    stray["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost",
+                                             "uid": "00000000-0000-0000-0000-00000000dead"}]
+    call(srv, "POST", base, stray, tok)
+    check("gc: a dependent of a missing owner goes", wait_until(lambda: not exists("stray")))
+
+    # A three-level chain with a wide middle: the cascade runs to the end.
+    st, root, _ = call(srv, "POST", base, cm("root"), tok)
+    def owned(name, owner_doc):
+        d = cm(name)
+        d["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
+                                             "name": owner_doc["metadata"]["name"],
+                                             "uid": owner_doc["metadata"]["uid"]}]
+        return call(srv, "POST", base, d, tok)[1]
+    mids = [owned(f"mid{i}", root) for i in range(50)]
+    leaves = [owned(f"leaf{i}", mids[i % 50]) for i in range(100)]
+    check("gc chain: created", len(leaves) == 100 and all("metadata" in x for x in leaves))
+    call(srv, "DELETE", f"{base}/root", token=tok)
+    check("gc chain: 150 dependents over two levels follow the root",
+          wait_until(lambda: not [i for i in call(srv, "GET", base, token=tok)[1]["items"]
+                                  if i["metadata"]["name"].startswith(("mid", "leaf"))]))
+
     st, _, _ = call(srv, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}, tok)
     for i in range(5):
         call(srv, "POST", "/api/v1/namespaces/doomed/configmaps", cm(f"c{i}"), tok)
