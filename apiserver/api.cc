@@ -394,7 +394,67 @@ struct Api::Call {
 Api::Api(Storage& storage, Registry& registry, Authenticator& auth, ApiOptions options)
     : storage_(storage), registry_(registry), auth_(auth), options_(std::move(options)) {}
 
+namespace {
+
+// Remembers the status a response was given, for the request metrics.
+class StatusRecorder final : public kube::ResponseWriter {
+ public:
+  explicit StatusRecorder(kube::ResponseWriter& w) : w_(w) {}
+  void setHeader(const std::string& n, const std::string& v) override { w_.setHeader(n, v); }
+  void respond(int status, std::string_view ct, std::string_view body) override {
+    code = status;
+    w_.respond(status, ct, body);
+  }
+  bool beginStream(int status, std::string_view ct) override {
+    code = status;
+    return w_.beginStream(status, ct);
+  }
+  bool write(std::string_view chunk) override { return w_.write(chunk); }
+  bool peerClosed() override { return w_.peerClosed(); }
+  int code = 0;
+
+ private:
+  kube::ResponseWriter& w_;
+};
+
+// kube-apiserver's verb label: the HTTP method, with LIST and WATCH told apart from GET and
+// APPLY from PATCH.
+std::string metricVerb(const RequestInfo& ri, const kube::ServerRequest& req) {
+  if (ri.verb == "list") return "LIST";
+  if (ri.verb == "watch") return "WATCH";
+  if (ri.verb == "patch" && mediaType(req.header("content-type")) == "application/apply-patch+yaml") return "APPLY";
+  std::string m = req.method;
+  for (char& ch : m) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return m;
+}
+
+}  // namespace
+
 void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
+  if (req.path == "/metrics") {
+    auto id = auth_.authenticate(req.header("authorization"));
+    if (!id) {
+      w.respond(401, kJson, statusJson(Status::unauthorized("Unauthorized")));
+    } else if (!id->admin) {
+      w.respond(403, kJson, statusJson(Status::forbidden("forbidden: User \"" + id->user +
+                                                         "\" cannot get path \"/metrics\"")));
+    } else {
+      w.respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render());
+    }
+    return;
+  }
+  auto start = std::chrono::steady_clock::now();
+  StatusRecorder rec(w);
+  RequestInfo ri;
+  serve(req, rec, ri);
+  if (!ri.isResource) return;
+  RequestMetrics::Labels l{metricVerb(ri, req), ri.group, ri.version, ri.resource, ri.subresource,
+                           !ri.name.empty() ? "resource" : !ri.ns.empty() ? "namespace" : "cluster"};
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  metrics_.record(l, rec.code, seconds, ri.verb == "watch");
+}
+
+void Api::serve(const kube::ServerRequest& req, kube::ResponseWriter& w, RequestInfo& riOut) {
   Call c{req, w, parseQuery(req.query), {}, nullptr, {}, req.body};
   const std::string& path = req.path;
   if (path == "/healthz" || path == "/livez" || path == "/readyz") {
@@ -412,6 +472,7 @@ void Api::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) {
   }
   c.id = *id;
   c.ri = parseRequestInfo(req.method, path, c.query);
+  riOut = c.ri;
   if (!c.ri.isResource) {
     if (req.method != "GET") {
       c.fail(Status::methodNotAllowed("the server does not allow this method on the requested resource"));

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "apiserver/auth.h"
+#include "apiserver/metrics.h"
 #include "apiserver/request.h"
 #include "apiserver/resources.h"
 #include "apiserver/storage.h"
@@ -38,6 +39,8 @@ class Api {
  public:
   Api(Storage& storage, Registry& registry, Authenticator& auth, ApiOptions options);
 
+  // Serves one request; counts it in apiserver_request_total (and its duration), and serves
+  // those metrics on /metrics to the admin.
   void handle(const kube::ServerRequest& req, kube::ResponseWriter& w);
 
   // Internal entry points (trusted callers: bootstrap, GC). Same rules as the HTTP verbs.
@@ -52,6 +55,8 @@ class Api {
                                const std::string& name, const DeleteOptions& opts);
 
  private:
+  void serve(const kube::ServerRequest& req, kube::ResponseWriter& w, RequestInfo& ri);
+  RequestMetrics metrics_;
   struct Call;  // one request's parsed state
   void serveResource(Call& c);
   void serveGet(Call& c);

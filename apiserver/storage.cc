@@ -102,6 +102,7 @@ kube::StatusOr<std::unique_ptr<Storage>> Storage::open(const std::string& path,
   }
   sqlite3_finalize(q);
   s->historyStartRv_ = s->rv_;
+  s->decidedRv_ = s->rv_;
   return s;
 }
 
@@ -143,35 +144,112 @@ size_t Storage::count() const {
 }
 
 kube::StatusOr<Entry> Storage::mutate(const std::string& key, const Mutator& fn) {
-  std::unique_lock l(mu_);
-  auto it = objects_.find(key);
-  const Entry* cur = it == objects_.end() ? nullptr : &it->second;
-  int64_t newRv = rv_ + 1;
+  std::unique_lock w(writeMu_);
+  // The current state is the newest decided write of this key, committed or not.
+  Entry curEntry;
+  const Entry* cur = nullptr;
+  PendingPtr before;
+  if (auto p = pending_.find(key); p != pending_.end()) {
+    before = p->second;
+    if (!before->remove) {
+      curEntry = Entry{before->rv, before->json};
+      cur = &curEntry;
+    }
+  } else {
+    std::shared_lock l(mu_);
+    if (auto it = objects_.find(key); it != objects_.end()) {
+      curEntry = it->second;
+      cur = &curEntry;
+    }
+  }
+  int64_t newRv = decidedRv_ + 1;
   auto decided = fn(cur, newRv);
   if (!decided) return decided.status();
   Mutation& m = *decided;
-  if (m.kind == Mutation::Kind::kNoChange) {
-    return cur != nullptr ? *cur : Entry{};
+  if (m.kind == Mutation::Kind::kNoChange || (m.kind == Mutation::Kind::kDelete && cur == nullptr)) {
+    // Reported state must be durable: wait for the write this answer is based on.
+    if (before) {
+      awaitCommit(w, before);
+      if (!before->status) return before->status;
+    }
+    return m.kind == Mutation::Kind::kNoChange && cur != nullptr ? curEntry : Entry{};
   }
-  if (m.kind == Mutation::Kind::kDelete && cur == nullptr) return Entry{};
+  auto p = std::make_shared<Pending>();
+  p->key = key;
+  p->rv = newRv;
+  p->remove = m.kind == Mutation::Kind::kDelete;
+  p->old = cur != nullptr ? curEntry.json : nullptr;
+  if (p->remove) {
+    // The last state as the mutator stamped it with the deletion's revision, as etcd reports it.
+    p->json = m.json.empty() ? curEntry.json : std::make_shared<const std::string>(std::move(m.json));
+  } else {
+    p->json = std::make_shared<const std::string>(std::move(m.json));
+  }
+  decidedRv_ = newRv;
+  queue_.push_back(p);
+  pending_[key] = p;
+  awaitCommit(w, p);
+  if (!p->status) return p->status;
+  return p->remove ? Entry{} : Entry{p->rv, p->json};
+}
 
+void Storage::awaitCommit(std::unique_lock<std::mutex>& w, const PendingPtr& p) {
+  while (!p->done) {
+    if (committing_) {
+      committed_.wait(w);
+      continue;
+    }
+    // Nobody is committing: this writer commits everything queued so far (its own write
+    // included), while later writers queue up behind for the next transaction.
+    committing_ = true;
+    std::vector<PendingPtr> batch;
+    batch.swap(queue_);
+    w.unlock();
+    kube::Status st = commit(batch);
+    w.lock();
+    for (const auto& q : batch) {
+      q->done = true;
+      q->status = st;
+      if (auto it = pending_.find(q->key); it != pending_.end() && it->second == q) pending_.erase(it);
+    }
+    if (!st) {
+      // Everything decided after the failed writes was decided on top of them.
+      for (const auto& q : queue_) {
+        q->done = true;
+        q->status = st;
+      }
+      queue_.clear();
+      pending_.clear();
+      std::shared_lock l(mu_);
+      decidedRv_ = rv_;
+    }
+    committing_ = false;
+    committed_.notify_all();
+  }
+}
+
+kube::Status Storage::commit(const std::vector<PendingPtr>& batch) {
+  if (batch.empty()) return kube::Status::ok();
   // Durable first: nothing is visible until SQLite has committed.
   kube::Status st = exec("BEGIN IMMEDIATE");
   if (!st) return st;
   bool ok = true;
-  if (m.kind == Mutation::Kind::kWrite) {
-    sqlite3_bind_text(upsert_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(upsert_, 2, newRv);
-    sqlite3_bind_blob(upsert_, 3, m.json.data(), static_cast<int>(m.json.size()), SQLITE_STATIC);
-    ok = sqlite3_step(upsert_) == SQLITE_DONE;
-    sqlite3_reset(upsert_);
-  } else {
-    sqlite3_bind_text(delete_, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
-    ok = sqlite3_step(delete_) == SQLITE_DONE;
-    sqlite3_reset(delete_);
+  for (const auto& p : batch) {
+    if (!p->remove) {
+      sqlite3_bind_text(upsert_, 1, p->key.data(), static_cast<int>(p->key.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(upsert_, 2, p->rv);
+      sqlite3_bind_blob(upsert_, 3, p->json->data(), static_cast<int>(p->json->size()), SQLITE_STATIC);
+      ok = sqlite3_step(upsert_) == SQLITE_DONE;
+      sqlite3_reset(upsert_);
+    } else {
+      sqlite3_bind_text(delete_, 1, p->key.data(), static_cast<int>(p->key.size()), SQLITE_STATIC);
+      ok = sqlite3_step(delete_) == SQLITE_DONE;
+      sqlite3_reset(delete_);
+    }
+    if (!ok) break;
   }
   if (ok) {
-    sqlite3_bind_int64(setRv_, 1, newRv);
+    sqlite3_bind_int64(setRv_, 1, batch.back()->rv);
     ok = sqlite3_step(setRv_) == SQLITE_DONE;
     sqlite3_reset(setRv_);
   }
@@ -185,32 +263,25 @@ kube::StatusOr<Entry> Storage::mutate(const std::string& key, const Mutator& fn)
     (void)exec("ROLLBACK");
     return st;
   }
-  rv_ = newRv;
 
-  Event e;
-  e.key = key;
-  e.rv = newRv;
-  Entry result;
-  if (m.kind == Mutation::Kind::kWrite) {
-    result = Entry{newRv, std::make_shared<const std::string>(std::move(m.json))};
-    if (cur != nullptr) {
-      e.type = Event::Type::kModified;
-      e.old = cur->json;
-      it->second = result;
+  std::unique_lock l(mu_);
+  for (const auto& p : batch) {
+    Event e;
+    e.key = p->key;
+    e.rv = p->rv;
+    e.object = p->json;
+    e.old = p->old;
+    if (p->remove) {
+      e.type = Event::Type::kDeleted;
+      objects_.erase(p->key);
     } else {
-      e.type = Event::Type::kAdded;
-      objects_.emplace(key, result);
+      auto [it, inserted] = objects_.insert_or_assign(p->key, Entry{p->rv, p->json});
+      e.type = inserted ? Event::Type::kAdded : Event::Type::kModified;
     }
-    e.object = result.json;
-  } else {
-    e.type = Event::Type::kDeleted;
-    // The last state as the mutator stamped it with the deletion's revision, as etcd reports it.
-    e.object = m.json.empty() ? cur->json : std::make_shared<const std::string>(std::move(m.json));
-    e.old = cur->json;
-    objects_.erase(it);
+    rv_ = p->rv;
+    broadcast(e);
   }
-  broadcast(e);
-  return result;
+  return kube::Status::ok();
 }
 
 void Storage::broadcast(const Event& e) {

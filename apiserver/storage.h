@@ -8,9 +8,17 @@
 // Keys are "<group|core>/<resource>/<namespace>/<name>" (namespace empty for cluster scope), so a
 // prefix selects one resource, optionally in one namespace.
 //
-// Thread safety: all methods may be called from any thread. Writes are serialised by one mutex
-// (SQLite has one writer anyway); reads take it shared. Watchers are fed under the same lock, so
-// a watch registered at revision R sees exactly the writes after R, in order, once each.
+// Group commit (as etcd batches its raft entries): writers decide their mutations one at a time,
+// each on top of the writes decided before it (committed or not), and queue them; one of the
+// waiting writers commits everything queued in one SQLite transaction (one fsync), then makes it
+// visible to readers and watchers in revision order and wakes the others. A write is acknowledged
+// only once its transaction is durable, and nothing is visible before that. If a transaction
+// fails, its writes and every write decided after them fail (they were decided on top of them).
+//
+// Thread safety: all methods may be called from any thread. Decisions are serialised by writeMu_;
+// committed state (the map, the revision, the history, the watchers) is guarded by mu_ (shared
+// for reads). Watchers are fed under mu_, so a watch registered at revision R sees exactly the
+// writes after R, in order, once each.
 
 #include <chrono>
 #include <condition_variable>
@@ -115,6 +123,22 @@ class Storage {
   kube::Status exec(const char* sql);
   void broadcast(const Event& e);
 
+  // One decided write waiting for (or done with) its commit.
+  struct Pending {
+    std::string key;
+    int64_t rv = 0;
+    bool remove = false;
+    Text json;          // kWrite: the new text; kDelete: the DELETED event's object
+    Text old;           // previous state, for the event
+    bool done = false;  // guarded by writeMu_
+    kube::Status status;
+  };
+  using PendingPtr = std::shared_ptr<Pending>;
+  // Commits `batch` in one transaction and publishes it. Called without writeMu_.
+  kube::Status commit(const std::vector<PendingPtr>& batch);
+  // Waits (holding `l` on writeMu_) until `p` is done, committing batches while nobody else is.
+  void awaitCommit(std::unique_lock<std::mutex>& l, const PendingPtr& p);
+
   mutable std::shared_mutex mu_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* upsert_ = nullptr;
@@ -126,6 +150,13 @@ class Storage {
   size_t historySize_ = 10000;
   int64_t historyStartRv_ = 0;            // events with rv > this are all in history_
   std::vector<std::weak_ptr<Watcher>> watchers_;  // guarded by mu_
+
+  std::mutex writeMu_;
+  std::condition_variable committed_;              // a batch finished (with writeMu_)
+  int64_t decidedRv_ = 0;                          // guarded by writeMu_: the last revision handed out
+  std::vector<PendingPtr> queue_;                  // guarded by writeMu_: decided, not yet committing
+  std::map<std::string, PendingPtr> pending_;      // guarded by writeMu_: newest uncommitted write per key
+  bool committing_ = false;                        // guarded by writeMu_: a writer is running commit()
 };
 
 }  // namespace apiserver

@@ -29,6 +29,20 @@ now() { date +%s.%N; }
 # CPU time (user + system) a process has used, in ms: what each placement costs, whatever else
 # the machine is doing.
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"; }
+# requests_snapshot FILE: the server's request counts by verb and resource (apiserver_request_total).
+requests_snapshot() {
+  curl -sk -H "Authorization: Bearer $(cat "$WORK/data$SRV_N/admin.token")" "https://127.0.0.1:$PORT/metrics" |
+    awk -F'[{}]' '/^apiserver_request_total/ {
+      match($2, /verb="[A-Z]*"/); v = substr($2, RSTART + 6, RLENGTH - 7)
+      match($2, /resource="[a-z]*"/); r = substr($2, RSTART + 10, RLENGTH - 11)
+      match($2, /subresource="[a-z]*"/); sr = substr($2, RSTART + 13, RLENGTH - 14)
+      match($2, /code="[0-9]*"/); c = substr($2, RSTART + 6, RLENGTH - 7)
+      n[v " " r (sr != "" ? "/" sr : "") (c >= 400 ? "(" c ")" : "")] += $3 } END { for (k in n) print k, n[k] }' | sort >"$1"
+}
+requests_report() {  # requests_report BEFORE AFTER COUNT: requests per placement, by verb and resource
+  join -a 2 -e 0 -o 0,1.2,2.2 <(sed 's/ /:/' "$1") <(sed 's/ /:/' "$2") |
+    awk -v n="$3" '{ d = $3 - $2; if (d > 0) printf "%s %s %.2f", (c++ ? "," : "  server requests per placement:"), $1, d / n } END { print "" }'
+}
 cpu_all() { echo "$(cpu_ms "$SRV_PID") $(cpu_ms "$OP_PID") $(cpu_ms "$HOLLOW_PID")"; }
 cpu_report() {  # cpu_report "BEFORE" "AFTER" COUNT
   read -r s0 o0 h0 <<<"$1"
@@ -42,6 +56,7 @@ start_server() {
   "$BIN/foxden" server --data-dir "$WORK/data$1" --listen "127.0.0.1:$PORT" --crds "$SRC/crds" >>"$WORK/server.log" 2>&1 &
   PIDS+=($!)
   SRV_PID=$!
+  SRV_N=$1
   KC="$WORK/data$1/kubeconfig"
   for _ in $(seq 1 200); do [ -s "$KC" ] && curl -sk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "server did not start"; exit 1
@@ -57,6 +72,7 @@ start_hollow() {  # start_hollow NAME ARGS...
   echo "hollow $n not ready"; tail "$WORK/$n.log"; exit 1
 }
 start_operator() {
+  : >>"$WORK/operator.log"  # the background job opens it in its own time
   "$BIN/foxden-operator" --kubeconfig "$KC" --metrics-addr 127.0.0.1:0 "$@" >>"$WORK/operator.log" 2>&1 &
   OP_PID=$!
   PIDS+=($OP_PID)
@@ -132,6 +148,7 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
   stat h5k Running; r0=$STAT
   stat h5k patches; p0=$STAT
   c0=$(cpu_all)
+  requests_snapshot "$WORK/req0"
   t0=$(now)
   job "$1" "$2" "$3" "$4"
   local deadline=$((SECONDS + 300))
@@ -144,10 +161,19 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
   printf "%s: %d allocations placed, created and delivered to hollow workers in %.2f s = %.0f/s end to end\n" "$1" "$2" \
     "$(echo "$end - $t0" | bc -l)" "$(echo "$2 / ($end - $t0)" | bc -l)"
   cpu_report "$c0" "$(cpu_all)" "$2"
+  requests_snapshot "$WORK/req1"
+  requests_report "$WORK/req0" "$WORK/req1" "$2"
   stat h5k patches
   printf "  hollow workers' API writes per placement: %.2f\n" "$(echo "($STAT - $p0) / $2" | bc -l)"
 }
 measure plain 5000 "" "[]"
+# Let the operator finish its follow-up work on the first Job (it records when each allocation
+# turned healthy) so it is not counted against the second.
+for _ in $(seq 1 600); do
+  [ "$(kc get fj plain -o jsonpath='{.status.groups[0].healthy}' 2>/dev/null)" = 5000 ] && break
+  sleep 0.2
+done
+sleep 2
 measure gpu 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]"
 rss=$(ps -o rss= -p "$OP_PID" | tr -d ' ')
 echo "operator RSS after 7000 placements on 5000 workers: $((rss / 1024)) MiB"

@@ -250,6 +250,20 @@ def bad_input_and_auth():
         check(f"worker may not read others' allocations: {path}", st == 403, (st, doc))
     after = snapshot(srv, tok)
     check("refused requests changed nothing", before == after)
+
+    # /metrics: kube-apiserver's request counters, for the admin only.
+    st, _, data = call(srv, "GET", "/metrics", token=wtok)
+    check("worker denied: GET /metrics", st == 403, st)
+    st, _, data = call(srv, "GET", "/metrics")
+    check("anonymous denied: GET /metrics", st == 401, st)
+    st, _, data = call(srv, "GET", "/metrics", token=tok)
+    text = data.decode()
+    check("admin reads /metrics", st == 200 and "# TYPE apiserver_request_total counter" in text, st)
+    check("metrics: refused worker writes counted with their code",
+          'apiserver_request_total{code="403",component="apiserver",group="foxden.io",resource="workers",'
+          'scope="resource",subresource="",verb="DELETE",version="v1alpha1"}' in text, text[:2000])
+    check("metrics: lists are LIST, with a duration histogram",
+          'verb="LIST"' in text and "apiserver_request_duration_seconds_count{" in text)
     srv.kill(signal.SIGTERM)
 
 
