@@ -175,5 +175,45 @@ for _ in $(seq 1 600); do
 done
 sleep 2
 measure gpu 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]"
+# 3. Reconciles: 500 small Jobs (2 allocations each) created at once, over 8 connections
+# (kubectl would take 14 ms a Job and measure itself).
+create_jobs() {  # create_jobs N: POSTs Jobs small-1..small-N
+  python3 - "$1" "$PORT" "$WORK/data$SRV_N/admin.token" <<'PY'
+import http.client, json, ssl, sys, threading
+n, port, token = int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3]).read().strip()
+ctx = ssl._create_unverified_context()  # a benchmark on localhost: the server's own CA is not the point
+def job(i):
+    return {"apiVersion": "foxden.io/v1alpha1", "kind": "Job", "metadata": {"name": f"small-{i}", "namespace": "default"},
+            "spec": {"type": "service", "groups": [{"name": "g", "count": 2, "tasks": [
+                {"name": "t", "command": ["sleep", "infinity"], "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}}]}]}}
+failed = []
+def worker(k):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+    for i in range(k + 1, n + 1, 8):
+        c.request("POST", "/apis/foxden.io/v1alpha1/namespaces/default/jobs", json.dumps(job(i)),
+                  {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+        r = c.getresponse(); r.read()
+        if r.status != 201: failed.append(r.status)
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+sys.exit(1 if failed else 0)
+PY
+}
+stat h5k Running; r0=$STAT
+m0=$(metric_sum foxden_operator_reconciles_total)
+c0=$(cpu_all)
+t0=$(now)
+create_jobs 500
+t_created=$(now)
+deadline=$((SECONDS + 300))
+while stat h5k Running; [ $((STAT - r0)) -lt 1000 ] && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+t1=$(now)
+m1=$(metric_sum foxden_operator_reconciles_total)
+printf "500 Jobs of 2 allocations (created in %.2f s): all 1000 Running after %.2f s; %d reconciles = %.0f/s\n" \
+  "$(echo "$t_created - $t0" | bc -l)" "$(echo "$t1 - $t0" | bc -l)" $((m1 - m0)) "$(echo "($m1 - $m0) / ($t1 - $t0)" | bc -l)"
+read -r s0 o0 h0 <<<"$c0"
+read -r s1 o1 h1 <<<"$(cpu_all)"
+printf "  operator CPU per reconcile: %.2f ms\n" "$(echo "($o1 - $o0) / ($m1 - $m0)" | bc -l)"
+
 rss=$(ps -o rss= -p "$OP_PID" | tr -d ' ')
 echo "operator RSS after 7000 placements on 5000 workers: $((rss / 1024)) MiB"
