@@ -14,12 +14,6 @@ AGENT_PID=$!
 CANARY=/etc/foxden-canary-$$
 trap 'kill -9 $AGENT_PID 2>/dev/null || true; rm -f $CANARY; for d in /sys/fs/cgroup/*/foxden-$NODE; do rmdir "$d"/* "$d" 2>/dev/null || true; done; cleanup' EXIT
 
-jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
-wait_for() {
-  local what=$1; shift
-  for _ in $(seq 1 600); do if "$@" >/dev/null 2>&1; then pass; return 0; fi; sleep 0.1; done
-  fail "$what"; return 1
-}
 alloc() {  # alloc NAME TASKS_JSON
   k 1.32 apply -f - >/dev/null <<JSON
 {"apiVersion":"foxden.io/v1alpha1","kind":"Allocation",
@@ -28,7 +22,6 @@ alloc() {  # alloc NAME TASKS_JSON
          "restartPolicy":{"attempts":0,"mode":"Fail"},"tasks":$2}}
 JSON
 }
-phase_is() { [ "$(jp allocation "$1" '{.status.phase}')" = "$2" ]; }
 msg() { jp allocation "$1" '{.status.tasks[*].message}'; }
 expect_start_error() {  # expect_start_error NAME TEXT
   wait_for "$1 fails" phase_is "$1" Failed

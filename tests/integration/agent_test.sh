@@ -17,12 +17,6 @@ start_agent() {
 stop_agent() { [ -n "$AGENT_PID" ] && kill "${1:--TERM}" "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=""; }
 trap 'stop_agent -KILL; cleanup' EXIT
 
-jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
-wait_for() {  # wait_for DESCRIPTION COMMAND... : retries until the command succeeds (safety net 60 s)
-  local what=$1; shift
-  for _ in $(seq 1 600); do if "$@" >/dev/null 2>&1; then pass; return 0; fi; sleep 0.1; done
-  fail "$what"; return 1
-}
 alloc() {  # alloc NAME TASKS_JSON [RESTART_JSON]
   local rp=${3:-}
   [ -n "$rp" ] || rp='{"attempts":1,"intervalSeconds":300,"delaySeconds":0,"mode":"Fail"}'
@@ -34,7 +28,6 @@ alloc() {  # alloc NAME TASKS_JSON [RESTART_JSON]
          "tasks":$2}}
 JSON
 }
-phase_is() { [ "$(jp allocation "$1" '{.status.phase}')" = "$2" ]; }
 state_is() { [ "$(jp allocation "$1" '{.status.tasks[0].state}')" = "$2" ]; }
 worker_ready() { [ "$(jp worker $NODE '{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
 lease_renewed() { k 1.32 get lease $NODE -n foxden-system -o jsonpath='{.spec.renewTime}' 2>/dev/null | grep -q .; }

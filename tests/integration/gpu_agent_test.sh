@@ -23,7 +23,6 @@ chmod +x "$WORK/fake-nvidia-smi"
   --nvidia-smi "$WORK/fake-nvidia-smi" --gpu-dev-root "$FAKEDEV" --heartbeat-ms 500 >"$WORK/agent.log" 2>&1 &
 AGENT=$!
 trap 'kill -9 $AGENT 2>/dev/null || true; rm -rf "$FAKEDEV"; cleanup' EXIT
-jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
 listed() { [ "$(jp worker $NODE '{.status.capacity.nvidia\.com/gpu}')" = 2 ]; }
 for _ in $(seq 1 300); do listed && break; sleep 0.1; done
 listed && pass || fail "worker capacity nvidia.com/gpu = 2"

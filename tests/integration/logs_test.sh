@@ -34,12 +34,6 @@ teardown() {
 }
 trap teardown EXIT
 
-jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
-wait_for() {  # wait_for DESCRIPTION COMMAND... : retries until the command succeeds (safety net 60 s)
-  local what=$1; shift
-  for _ in $(seq 1 600); do if "$@" >/dev/null 2>&1; then pass; return 0; fi; sleep 0.1; done
-  fail "$what"; return 1
-}
 alloc() {  # alloc NAME TASKS_JSON
   k 1.32 apply -f - >/dev/null <<JSON
 {"apiVersion":"foxden.io/v1alpha1","kind":"Allocation",

@@ -52,6 +52,17 @@ k() {
   "$KUBECTL_DIR/kubectl.$v" --kubeconfig "$KUBECONFIG_FILE" --cache-dir "$WORK/cache-$v" "$@"
 }
 
+# jp KIND NAME JSONPATH: one field of an object ("" when absent or on error).
+jp() { k 1.32 get "$1" "$2" -o jsonpath="$3" 2>/dev/null || true; }
+# phase_is ALLOCATION PHASE
+phase_is() { [ "$(jp allocation "$1" '{.status.phase}')" = "$2" ]; }
+# wait_for DESCRIPTION COMMAND...: retries until the command succeeds, then passes; fails after
+# a safety net of WAIT_FOR_TENTHS tenths of a second (default 600: 60 s).
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 1 "${WAIT_FOR_TENTHS:-600}"); do if "$@" >/dev/null 2>&1; then pass; return 0; fi; sleep 0.1; done
+  fail "$what"; return 1
+}
 pass() { PASSES=$((PASSES+1)); }
 fail() { FAILURES=$((FAILURES+1)); echo "FAIL: $*" >&2; }
 
