@@ -10,6 +10,8 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 
 #include "kube/http_client.h"
@@ -17,6 +19,7 @@
 #include "kube/rest_client.h"
 #include "nodeagent/agent.h"
 #include "nodeagent/driver/exec_driver.h"
+#include "nodeagent/driver/zygote.h"
 
 namespace {
 std::atomic<bool> gStop{false};
@@ -98,6 +101,10 @@ int main(int argc, char** argv) {
     std::cerr << "foxden-agent: invalid --name \"" << o.name << "\"\n";
     return 2;
   }
+  // Before any thread or big heap exists: the zygote's clone of each task init then copies almost
+  // nothing (nodeagent/driver/zygote.h).
+  const int zygoteFd = nodeagent::startZygote();
+  if (zygoteFd < 0) std::cerr << "foxden-agent: no zygote (" << std::strerror(errno) << "); inits are cloned by the agent\n";
   // cpprest's pool defaults to 40 threads; the agent's traffic is a handful of requests and one
   // watch, and every idle thread costs resident memory.
   kube::initHttpClientThreads(4);
@@ -124,6 +131,7 @@ int main(int argc, char** argv) {
   eo.cgroupParent = "foxden-" + o.name;
   eo.stateDir = o.dataDir + "/driver/exec";
   eo.traceStarts = o.traceStarts;
+  eo.zygoteFd = zygoteFd;
   nodeagent::ExecDriverOptions ro = eo;
   ro.isolate = false;
   ro.cgroupParent = "foxden-" + o.name + "-raw";
