@@ -1,11 +1,14 @@
 #pragma once
-// The task init: the code that runs between clone() in the agent and execve() of the task.
+// The task init: the code that runs between clone() (by the zygote, or the agent) and execve() of
+// the task.
 //
-// Everything here runs in a child of a multi-threaded process, so it may only make
-// async-signal-safe calls: raw syscalls and libcap/prctl wrappers on structures the agent built
-// before the clone. No malloc, no stdio, no locks, no C++ exceptions. The agent therefore
-// pre-computes every path, argv/envp array, the mount plan, the seccomp BPF program and the
-// capability state into an InitSpec of plain pointers; the child sees a copy-on-write snapshot.
+// Everything here may run in a child of a multi-threaded process, so it may only make
+// async-signal-safe calls: raw syscalls and libcap/prctl wrappers on structures built before the
+// clone. No malloc, no stdio, no locks, no C++ exceptions. The agent therefore pre-computes every
+// path, argv/envp array, the mount plan, the seccomp BPF program and the capability state into an
+// InitSpec of plain pointers; the child sees a copy-on-write snapshot (of the agent's memory, or of
+// the zygote's copy: a field added to InitSpec must be added to encode() and decode() in
+// zygote.cc too).
 
 #include <linux/filter.h>
 #include <sys/capability.h>
@@ -47,8 +50,9 @@ enum class Step : int {
 const char* stepName(Step step);
 
 // Points of the start the init timestamps when tracing (InitSpec::traceNs[mark]).
-enum TraceMark : int { kTraceGo, kTraceJoined, kTraceStdio, kTraceMounts, kTraceRoot, kTraceForked, kTraceExec,
-                       kTraceMarkCount };
+// In the order the init passes them.
+enum TraceMark : int { kTraceStarted, kTraceStdio, kTraceMounts, kTraceRoot, kTraceGo, kTraceJoined, kTraceForked,
+                       kTraceExec, kTraceMarkCount };
 
 // What the error pipe carries: the failing step, its errno, and for kMountOp the op's index.
 struct ErrorRecord {
@@ -59,7 +63,8 @@ struct ErrorRecord {
 
 struct InitSpec {
   bool isolate = true;        // exec (namespaces, new root) or raw_exec (cgroup only)
-  int syncFd = -1;            // read end: the agent writes one byte once the child is in its cgroup
+  int syncFd = -1;            // read end: the agent writes one byte once the task's cgroup exists
+                              // (v1) or the child is in it (v2); the init builds the root before
   int syncWriteFd = -1;       // the agent's write end, inherited through clone: closed first thing,
                               // so an agent that dies before "go" means EOF, not a hang
   int errorReadFd = -1;       // the agent's read end of the error pipe, likewise not ours to keep
@@ -68,11 +73,13 @@ struct InitSpec {
   int stdoutFd = -1;          // -1: /dev/null
   int stderrFd = -1;
   int devNullFd = -1;         // the host's /dev/null, opened by the agent
-  // cgroup v1: the task's `tasks` file in every hierarchy, opened by the agent. The init writes
-  // "0" (itself) to each: a thread moving itself skips the kernel's global threadgroup lock and the
+  // cgroup v1: every hierarchy's root directory, opened by the agent before the task's cgroup
+  // exists, and the path of the task's `tasks` file below each. After "go" the init opens each and
+  // writes "0" (itself): a thread moving itself skips the kernel's global threadgroup lock and the
   // RCU grace period the agent's write of a pid would wait for (milliseconds per start).
   const int* cgroupJoinFds = nullptr;
   size_t cgroupJoinFdCount = 0;
+  const char* cgroupJoinPath = nullptr;  // "<parent>/<id>/tasks", relative
   // --trace-starts: CLOCK_MONOTONIC nanoseconds at each TraceMark, in memory shared with the agent.
   uint64_t* traceNs = nullptr;
   // Logs written by the init itself: when logDirFd >= 0 the task's stdout/stderr are pipes whose
