@@ -350,26 +350,6 @@ Status CgroupManager::attach(const std::string& path, pid_t pid) {
   return Status::ok();
 }
 
-kube::StatusOr<std::vector<int>> CgroupManager::openJoinRoots(bool cpuset) const {
-  std::vector<std::string> dirs;
-  for (const auto& c : controllers_) dirs.push_back(dir(c, ""));
-  if (cpuset) dirs.push_back(dir("cpuset", ""));
-  std::sort(dirs.begin(), dirs.end());
-  dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());  // cpu,cpuacct may be one mount
-  std::vector<int> fds;
-  for (const auto& d : dirs) {
-    if (d.empty()) continue;
-    int fd = open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      int err = errno;
-      for (int f : fds) close(f);
-      return Status::internal("open " + d + ": " + std::strerror(err));
-    }
-    fds.push_back(fd);
-  }
-  return fds;
-}
-
 kube::StatusOr<std::vector<int>> CgroupManager::openJoinFds(const std::string& path) const {
   std::vector<int> fds;
   auto openOrFail = [&fds](const std::string& file, int flags) -> Status {

@@ -61,9 +61,6 @@ class CgroupManager {
   // hierarchy (the process writes "0"); v2, the cgroup directory (for clone3's CLONE_INTO_CGROUP).
   // The caller closes them.
   [[nodiscard]] kube::StatusOr<std::vector<int>> openJoinFds(const std::string& path) const;
-  // v1, before `path` exists: every hierarchy's root directory (cpuset's only with `cpuset`), for
-  // a process that will open "<path>/tasks" below each and write "0" once the cgroup is created.
-  [[nodiscard]] kube::StatusOr<std::vector<int>> openJoinRoots(bool cpuset) const;
   std::vector<pid_t> procs(const std::string& path) const;
   // Freezes, SIGKILLs every process, thaws, and waits (up to timeoutMs) until the cgroup is empty.
   [[nodiscard]] kube::Status killAll(const std::string& path, int timeoutMs);

@@ -555,25 +555,22 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.noNewPrivs = isolate;
   spec.seccomp = seccomp;
 
-  // Nothing of the task runs before its cgroup exists with its limits and the init is in it. How
-  // the init gets there without the agent writing its pid (that write takes the kernel's global
-  // threadgroup lock and waits for an RCU grace period: milliseconds per start): v2, clone3()
-  // creates it inside the cgroup, which must exist first; v1, the init builds the task's root
-  // while we create the cgroup, then on "go" writes "0" to each hierarchy's `tasks` itself.
+  // The cgroup exists, with its limits, before any task code runs.
   tPrepared = TraceClock::now();
-  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
-  if (v2) {
-    if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
-      (void)cgroups_.remove(cg);
-      return st;
-    }
-    tCgroup = TraceClock::now();
+  if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
+    (void)cgroups_.remove(cg);
+    return st;
   }
-  auto joinFds = v2 ? cgroups_.openJoinFds(cg) : cgroups_.openJoinRoots(!launch.limits.cpuset.empty());
+
+  tCgroup = TraceClock::now();
+  // How the init gets into its cgroup without the agent writing its pid (that write takes the
+  // kernel's global threadgroup lock and waits for an RCU grace period: milliseconds per start):
+  // v2, clone3() creates it inside the cgroup; v1, it writes "0" to each hierarchy's `tasks`.
+  auto joinFds = cgroups_.openJoinFds(cg);
   if (!joinFds) {
-    if (v2) (void)cgroups_.remove(cg);
+    (void)cgroups_.remove(cg);
     return joinFds.status();
   }
   struct FdsClose {
@@ -599,10 +596,10 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       if (p != nullptr) munmap(p, 4096);
     }
   } traceUnmap{traceNs};
+  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   if (!v2) {
     spec.cgroupJoinFds = joinFds->data();
     spec.cgroupJoinFdCount = joinFds->size();
-    spec.cgroupJoinPath = ctx.keep(cg + "/tasks");
   }
 
   // A clone() from the agent hands the child every fd of the agent until its init closes them.
@@ -636,7 +633,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   }
   const pid_t pid = spawned->pid;
   if (pid < 0) {
-    if (v2) (void)cgroups_.remove(cg);
+    (void)cgroups_.remove(cg);
     return Status::internal("clone: " + errnoText(spawned->err));
   }
   const bool inCgroup = spawned->inCgroup;
@@ -654,11 +651,6 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return why;
   };
 
-  if (!v2) {
-    // The init is building the task's root meanwhile; it waits for "go" before joining.
-    if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) return abort(st);
-    tCgroup = TraceClock::now();
-  }
   if (!inCgroup) {
     if (auto st = cgroups_.attach(cg, pid); !st) return abort(st);
   }
@@ -717,25 +709,22 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     std::cerr << "trace: task=" << launch.id
               << " begin_at_us=" << std::chrono::duration_cast<std::chrono::microseconds>(t0.time_since_epoch()).count()
               << " prepare_us=" << us(t0, tPrepared)
-              << (v2 ? " cgroup_us=" + us(tPrepared, tCgroup) + " clone_us=" + us(tCgroup, tCloned)
-                     : " clone_us=" + us(tPrepared, tCloned) + " cgroup_us=" + us(tCloned, tCgroup))
-              << " attach_us=" << us(std::max(tCgroup, tCloned), tAttached) << " exec_us=" << us(tAttached, tExec)
+              << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tCgroup, tCloned)
+              << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec)
               << " spawn=" << (viaZygote ? "zygote" : "agent");
     if (traceNs != nullptr) {
-      // Inside the init: started -> stdio -> mounts -> new root -> go (waited for) -> joined ->
-      // forked -> execve.
-      static const char* const kNames[] = {"started", "stdio",    "mounts", "root",
-                                           "go_wait", "join", "fork",   "seccomp_to_exec"};
-      for (int m = init::kTraceStdio; m < init::kTraceMarkCount; ++m) {
+      // Inside the init: go -> joined -> stdio -> mounts -> new root -> forked -> execve.
+      static const char* const kNames[] = {"go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
+      for (int m = init::kTraceJoined; m < init::kTraceMarkCount; ++m) {
         if (traceNs[m] != 0 && traceNs[m - 1] != 0) std::cerr << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
       }
-      // Scheduling: from the clone to the init running, and from the task's execve to our wakeup
+      // Scheduling: from our "go" to the init running, and from the task's execve to our wakeup
       // (steady_clock is CLOCK_MONOTONIC, as the init's marks).
       auto ns = [](TraceClock::time_point t) {
         return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
       };
-      if (traceNs[init::kTraceStarted] != 0) {
-        std::cerr << " init_run_us=" << (static_cast<int64_t>(traceNs[init::kTraceStarted]) - ns(tCloned)) / 1000;
+      if (traceNs[init::kTraceGo] != 0) {
+        std::cerr << " wake_us=" << (static_cast<int64_t>(traceNs[init::kTraceGo]) - ns(tAttached)) / 1000;
       }
       if (traceNs[init::kTraceExec] != 0) {
         std::cerr << " exec_seen_us=" << (ns(tExec) - static_cast<int64_t>(traceNs[init::kTraceExec])) / 1000;

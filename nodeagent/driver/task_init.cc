@@ -37,10 +37,6 @@ constexpr const char* kStepNames[] = {
 constexpr int kErrorFd = 3;
 constexpr int kExitDirFd = 4;
 constexpr int kLogDirFd = 5;
-constexpr int kSyncFd = 6;
-constexpr int kJoinFd0 = 7;           // kJoinFd0 + i: hierarchy i's root directory (v1)
-constexpr size_t kMaxJoinFds = 16;
-constexpr int kDupBase = 32;          // above every fixed fd
 
 // The init's two output streams (static: 2 x 64 KiB of the agent's BSS, never touched by the
 // agent, so they cost nothing until an init copies logs).
@@ -246,39 +242,45 @@ int taskInitMain(void* arg) {
   if (s.syncWriteFd >= 0) close(s.syncWriteFd);
   if (s.errorReadFd >= 0) close(s.errorReadFd);
 
-  mark(s, kTraceStarted);
-  // Fixed fd layout: 0 /dev/null, 1/2 the task's output, 3 error pipe, 4 exit dir, 5 log dir,
-  // 6 the sync pipe, 7... the cgroup hierarchies to join. Dup everything to kDupBase and above
-  // first so that no target clobbers a source.
-  if (s.cgroupJoinFdCount > kMaxJoinFds) _exit(126);
-  int out = fcntl(s.stdoutFd >= 0 ? s.stdoutFd : s.devNullFd, F_DUPFD_CLOEXEC, kDupBase);
-  int err = fcntl(s.stderrFd >= 0 ? s.stderrFd : s.devNullFd, F_DUPFD_CLOEXEC, kDupBase);
-  int nul = fcntl(s.devNullFd, F_DUPFD_CLOEXEC, kDupBase);
-  int errPipe = fcntl(s.errorFd, F_DUPFD_CLOEXEC, kDupBase);
-  int exitDir = fcntl(s.exitDirFd, F_DUPFD_CLOEXEC, kDupBase);
-  int logDir = fcntl(s.logDirFd >= 0 ? s.logDirFd : s.devNullFd, F_DUPFD_CLOEXEC, kDupBase);
-  int sync = fcntl(s.syncFd, F_DUPFD_CLOEXEC, kDupBase);
-  int join[kMaxJoinFds];
-  bool joinOk = true;
+  // Nothing happens before we are in the task's cgroup: the agent put us there (cgroup v2, clone3
+  // into the cgroup, or an attach) or we join it ourselves right after its go (v1).
+  char go = 0;
+  ssize_t n;
+  do n = read(s.syncFd, &go, 1); while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(126);
+  mark(s, kTraceGo);
   for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) {
-    join[i] = fcntl(s.cgroupJoinFds[i], F_DUPFD_CLOEXEC, kDupBase);
-    joinOk = joinOk && join[i] >= 0;
+    ssize_t w;
+    do w = write(s.cgroupJoinFds[i], "0", 1); while (w < 0 && errno == EINTR);
+    if (w != 1) {
+      // The fixed error fd is not set up yet: report on the inherited one.
+      ErrorRecord rec{static_cast<int>(Step::kCgroupJoin), errno, static_cast<int>(i)};
+      [[maybe_unused]] ssize_t m = write(s.errorFd, &rec, sizeof rec);
+      _exit(127);
+    }
   }
+
+  mark(s, kTraceJoined);
+  // Fixed fd layout: 0 /dev/null, 1/2 the task's output, 3 error pipe, 4 exit dir. Dup everything
+  // above 10 first so that no target clobbers a source.
+  int out = fcntl(s.stdoutFd >= 0 ? s.stdoutFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int err = fcntl(s.stderrFd >= 0 ? s.stderrFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int nul = fcntl(s.devNullFd, F_DUPFD_CLOEXEC, 10);
+  int errPipe = fcntl(s.errorFd, F_DUPFD_CLOEXEC, 10);
+  int exitDir = fcntl(s.exitDirFd, F_DUPFD_CLOEXEC, 10);
+  int logDir = fcntl(s.logDirFd >= 0 ? s.logDirFd : s.devNullFd, F_DUPFD_CLOEXEC, 10);
   if (errPipe < 0) _exit(126);
   if (retryDup2(errPipe, kErrorFd) < 0) _exit(126);
   fcntl(kErrorFd, F_SETFD, FD_CLOEXEC);
-  if (out < 0 || err < 0 || nul < 0 || exitDir < 0 || logDir < 0 || sync < 0 || !joinOk) fail(Step::kStdio, errno);
+  if (out < 0 || err < 0 || nul < 0 || exitDir < 0 || logDir < 0) fail(Step::kStdio, errno);
   if (retryDup2(nul, 0) < 0 || retryDup2(out, 1) < 0 || retryDup2(err, 2) < 0 ||
-      retryDup2(exitDir, kExitDirFd) < 0 || retryDup2(logDir, kLogDirFd) < 0 || retryDup2(sync, kSyncFd) < 0) {
+      retryDup2(exitDir, kExitDirFd) < 0 || retryDup2(logDir, kLogDirFd) < 0) {
     fail(Step::kStdio, errno);
   }
-  for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) {
-    if (retryDup2(join[i], kJoinFd0 + static_cast<int>(i)) < 0) fail(Step::kStdio, errno);
-  }
-  const int firstFree = kJoinFd0 + static_cast<int>(s.cgroupJoinFdCount);
-  for (int fd = kExitDirFd; fd < firstFree; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(kExitDirFd, F_SETFD, FD_CLOEXEC);
+  fcntl(kLogDirFd, F_SETFD, FD_CLOEXEC);
   // Every other fd of the agent (sockets, the store, other tasks' pipes) is closed here.
-  if (syscall(SYS_close_range, firstFree, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
+  if (syscall(SYS_close_range, kLogDirFd + 1, ~0U, 0) < 0) fail(Step::kCloseFds, errno);
 
   // The task's stdout/stderr become pipes to us. Their read ends (and the log files) are CLOEXEC
   // and above kErrorFd, so the task's close_range drops them; it keeps only 1 and 2.
@@ -322,28 +324,6 @@ int taskInitMain(void* arg) {
     // raw_exec: no PID namespace, so become the reaper of the task's orphans ourselves.
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
-
-  // Nothing of the task runs before we are in its cgroup. The agent created it while we built the
-  // root (v1), or we were cloned into it (v2); "go" says it exists with its limits. v1: we write
-  // "0" (ourselves) into each hierarchy's `tasks`: a process moving itself skips the kernel's
-  // global threadgroup lock and the RCU grace period the agent's write of a pid would wait for.
-  char go = 0;
-  ssize_t n;
-  do n = read(kSyncFd, &go, 1); while (n < 0 && errno == EINTR);
-  if (n != 1) _exit(126);  // the agent gave up on this start (or died): nothing was started
-  close(kSyncFd);
-  mark(s, kTraceGo);
-  for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) {
-    const int dirFd = kJoinFd0 + static_cast<int>(i);
-    int tasks = openat(dirFd, s.cgroupJoinPath, O_WRONLY | O_CLOEXEC);
-    if (tasks < 0) fail(Step::kCgroupJoin, errno, static_cast<int>(i));
-    ssize_t w;
-    do w = write(tasks, "0", 1); while (w < 0 && errno == EINTR);
-    if (w != 1) fail(Step::kCgroupJoin, errno, static_cast<int>(i));
-    close(tasks);
-    close(dirFd);
-  }
-  mark(s, kTraceJoined);
 
   // Block what we forward before forking so nothing is lost before the signalfd reads it.
   sigset_t waitSet, oldMask;

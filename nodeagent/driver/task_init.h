@@ -50,9 +50,8 @@ enum class Step : int {
 const char* stepName(Step step);
 
 // Points of the start the init timestamps when tracing (InitSpec::traceNs[mark]).
-// In the order the init passes them.
-enum TraceMark : int { kTraceStarted, kTraceStdio, kTraceMounts, kTraceRoot, kTraceGo, kTraceJoined, kTraceForked,
-                       kTraceExec, kTraceMarkCount };
+enum TraceMark : int { kTraceGo, kTraceJoined, kTraceStdio, kTraceMounts, kTraceRoot, kTraceForked, kTraceExec,
+                       kTraceMarkCount };
 
 // What the error pipe carries: the failing step, its errno, and for kMountOp the op's index.
 struct ErrorRecord {
@@ -63,8 +62,7 @@ struct ErrorRecord {
 
 struct InitSpec {
   bool isolate = true;        // exec (namespaces, new root) or raw_exec (cgroup only)
-  int syncFd = -1;            // read end: the agent writes one byte once the task's cgroup exists
-                              // (v1) or the child is in it (v2); the init builds the root before
+  int syncFd = -1;            // read end: the agent writes one byte once the child is in its cgroup
   int syncWriteFd = -1;       // the agent's write end, inherited through clone: closed first thing,
                               // so an agent that dies before "go" means EOF, not a hang
   int errorReadFd = -1;       // the agent's read end of the error pipe, likewise not ours to keep
@@ -73,13 +71,11 @@ struct InitSpec {
   int stdoutFd = -1;          // -1: /dev/null
   int stderrFd = -1;
   int devNullFd = -1;         // the host's /dev/null, opened by the agent
-  // cgroup v1: every hierarchy's root directory, opened by the agent before the task's cgroup
-  // exists, and the path of the task's `tasks` file below each. After "go" the init opens each and
-  // writes "0" (itself): a thread moving itself skips the kernel's global threadgroup lock and the
+  // cgroup v1: the task's `tasks` file in every hierarchy, opened by the agent. The init writes
+  // "0" (itself) to each: a thread moving itself skips the kernel's global threadgroup lock and the
   // RCU grace period the agent's write of a pid would wait for (milliseconds per start).
   const int* cgroupJoinFds = nullptr;
   size_t cgroupJoinFdCount = 0;
-  const char* cgroupJoinPath = nullptr;  // "<parent>/<id>/tasks", relative
   // --trace-starts: CLOCK_MONOTONIC nanoseconds at each TraceMark, in memory shared with the agent.
   uint64_t* traceNs = nullptr;
   // Logs written by the init itself: when logDirFd >= 0 the task's stdout/stderr are pipes whose

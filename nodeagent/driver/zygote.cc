@@ -24,7 +24,7 @@ namespace {
 constexpr size_t kInitStackSize = size_t{256} * 1024;
 constexpr size_t kMaxRequest = size_t{192} * 1024;  // below the default SO_SNDBUF of a socketpair
 constexpr size_t kMaxFds = 64;
-constexpr uint32_t kWireVersion = 2;
+constexpr uint32_t kWireVersion = 1;
 
 // cgroup v2: until the kernel says it has no clone3 (or no CLONE_INTO_CGROUP).
 std::atomic<bool> gClone3IntoCgroup{true};
@@ -116,7 +116,6 @@ void encode(Writer& w, const init::InitSpec& s, uint64_t nsFlags, int cgroupFd, 
   w.fd(s.devNullFd);
   w.put(static_cast<uint32_t>(s.cgroupJoinFdCount));
   for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) w.fd(s.cgroupJoinFds[i]);
-  w.str(s.cgroupJoinPath);
   w.fd(s.logDirFd);
   w.put(s.logMaxFiles);
   w.put(s.logMaxFileSize);
@@ -199,7 +198,6 @@ bool decode(Reader& r, Decoded& d) {
   for (int& fd : d.joinFds) fd = r.fd();
   s.cgroupJoinFds = d.joinFds.data();
   s.cgroupJoinFdCount = d.joinFds.size();
-  s.cgroupJoinPath = r.str();
   s.logDirFd = r.fd();
   s.logMaxFiles = r.get<uint32_t>();
   s.logMaxFileSize = r.get<uint64_t>();

@@ -647,24 +647,6 @@ void checkZygote(pid_t zygote) {
   check(r.started && ppid == std::to_string(getpid()), "the zygote's init has the driver's process as parent",
         "PPid " + ppid + " " + r.startError);
 
-  // v1: the init is cloned before the cgroup is created; when that fails, the init must go too.
-  auto children = [] {
-    size_t n = 0;
-    for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
-      std::istringstream in(slurp(t.path().string() + "/children"));
-      pid_t p;
-      while (in >> p) ++n;
-    }
-    return n;
-  };
-  size_t before = children();
-  auto lc = makeLaunch("bad-cpuset", sh("true"));
-  lc.launch.limits.cpuset = "4095";
-  auto rc = run(*d, lc);
-  check(!rc.started && children() == before,
-        "a cgroup that cannot be created fails the start and its (already cloned) init is gone",
-        rc.startError + ", children " + std::to_string(before) + " -> " + std::to_string(children()));
-
   if (zygote > 0) {
     kill(zygote, SIGKILL);
     waitpid(zygote, nullptr, 0);
