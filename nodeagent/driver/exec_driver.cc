@@ -27,6 +27,7 @@
 #include <iostream>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "nodeagent/driver/cgroup.h"
 #include "nodeagent/driver/task_init.h"
@@ -706,7 +707,9 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
     };
     TraceClock::time_point tExec = TraceClock::now();
-    std::cerr << "trace: task=" << launch.id
+    // One write per line: starts on other threads trace at the same time.
+    std::ostringstream out;
+    out << "trace: task=" << launch.id
               << " begin_at_us=" << std::chrono::duration_cast<std::chrono::microseconds>(t0.time_since_epoch()).count()
               << " prepare_us=" << us(t0, tPrepared)
               << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tCgroup, tCloned)
@@ -716,7 +719,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       // Inside the init: go -> joined -> stdio -> mounts -> new root -> forked -> execve.
       static const char* const kNames[] = {"go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
       for (int m = init::kTraceJoined; m < init::kTraceMarkCount; ++m) {
-        if (traceNs[m] != 0 && traceNs[m - 1] != 0) std::cerr << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
+        if (traceNs[m] != 0 && traceNs[m - 1] != 0) out << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
       }
       // Scheduling: from our "go" to the init running, and from the task's execve to our wakeup
       // (steady_clock is CLOCK_MONOTONIC, as the init's marks).
@@ -724,13 +727,14 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
         return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
       };
       if (traceNs[init::kTraceGo] != 0) {
-        std::cerr << " wake_us=" << (static_cast<int64_t>(traceNs[init::kTraceGo]) - ns(tAttached)) / 1000;
+        out << " wake_us=" << (static_cast<int64_t>(traceNs[init::kTraceGo]) - ns(tAttached)) / 1000;
       }
       if (traceNs[init::kTraceExec] != 0) {
-        std::cerr << " exec_seen_us=" << (ns(tExec) - static_cast<int64_t>(traceNs[init::kTraceExec])) / 1000;
+        out << " exec_seen_us=" << (ns(tExec) - static_cast<int64_t>(traceNs[init::kTraceExec])) / 1000;
       }
     }
-    std::cerr << std::endl;
+    out << '\n';
+    std::cerr << out.str() << std::flush;
   }
   auto ps = readProcStat(pid);
   TaskHandle h{pid, ps ? ps->startTicks : 0, cg};
@@ -971,7 +975,7 @@ void traceStartPoint(const char* what) {
   if (!gTraceStarts) return;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now().time_since_epoch()).count();
-  std::cerr << "trace: point=" << what << " at_us=" << us << std::endl;
+  std::cerr << ("trace: point=" + std::string(what) + " at_us=" + std::to_string(us) + "\n") << std::flush;
 }
 
 }  // namespace nodeagent
