@@ -313,6 +313,10 @@ StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOption
       cfg.set_ssl_context_callback([c](ssl::context& ctx) {
         ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+        // With a CA in the config, that CA alone is trusted, as client-go does. cpprest has just
+        // loaded the system's whole CA bundle into this context (set_default_verify_paths: ~140
+        // parsed certificates, held as long as the connection): drop it.
+        if (!c.caPem.empty()) SSL_CTX_set_cert_store(ctx.native_handle(), X509_STORE_new());
         (void)applyTls(ctx, c);  // validated above
       });
     }

@@ -94,9 +94,11 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
       auto it = firstSeen_.find(key);
       if (it == firstSeen_.end()) return;
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - it->second).count();
-      std::cerr << "trace: alloc=" << key << " watch_to_exec_us=" << us << " seen_at_us="
-                << std::chrono::duration_cast<std::chrono::microseconds>(it->second.time_since_epoch()).count()
-                << std::endl;
+      // One write per line: the driver traces from other threads at the same time.
+      std::string line = "trace: alloc=" + key + " watch_to_exec_us=" + std::to_string(us) + " seen_at_us=" +
+                         std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                                            it->second.time_since_epoch()).count()) + "\n";
+      std::cerr << line << std::flush;
     };
   }
 }

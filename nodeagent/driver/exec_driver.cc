@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
-#include <linux/sched.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -28,9 +27,11 @@
 #include <iostream>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "nodeagent/driver/cgroup.h"
 #include "nodeagent/driver/task_init.h"
+#include "nodeagent/driver/zygote.h"
 
 namespace nodeagent {
 namespace {
@@ -41,7 +42,6 @@ using init::MountOp;
 using init::MountOpKind;
 
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-constexpr size_t kInitStackSize = size_t{256} * 1024;
 
 // ---- small RAII and /proc helpers -----------------------------------------------------------
 
@@ -251,7 +251,6 @@ class ExecDriver final : public Driver {
 
   ExecDriverOptions options_;
   CgroupManager cgroups_;
-  std::atomic<bool> clone3IntoCgroup_{true};  // cgroup v2: until the kernel says it has no clone3
   std::mutex mu_;
   std::map<pid_t, int> reaped_;  // init pid -> wait status, for inits this process reaped
   std::vector<sock_filter> filter_;
@@ -581,11 +580,15 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       for (int fd : fds) ::close(fd);
     }
   } joinFdsClose{*joinFds};
-  // Trace marks of the init, in a page it shares with us across clone.
+  // Trace marks of the init, in a page it shares with us: a memfd, so that the zygote can map it.
   uint64_t* traceNs = nullptr;
+  Fd traceFd;
   if (options_.traceStarts) {
-    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (page != MAP_FAILED) traceNs = static_cast<uint64_t*>(page);
+    traceFd.reset(memfd_create("foxden-trace", MFD_CLOEXEC));
+    if (traceFd.get() >= 0 && ftruncate(traceFd.get(), 4096) == 0) {
+      void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, traceFd.get(), 0);
+      if (page != MAP_FAILED) traceNs = static_cast<uint64_t*>(page);
+    }
     spec.traceNs = traceNs;
   }
   struct TraceUnmap {
@@ -600,13 +603,14 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     spec.cgroupJoinFdCount = joinFds->size();
   }
 
-  // clone() without exec hands the child every fd of the agent until its init closes them. Were
-  // another start's error-pipe write end among them, that start would miss the EOF that means
+  // A clone() from the agent hands the child every fd of the agent until its init closes them.
+  // Were another start's error-pipe write end among them, that start would miss the EOF that means
   // "execve succeeded" until our init gets going. So pipes are made and the clone is done under
   // one lock, and the parent's copies of the child's ends are closed before the lock is released.
+  // (A clone by the zygote copies only the fds sent with the request, but a start may still fall
+  // back to cloning here.)
   static std::mutex cloneMu;
   std::unique_lock cloneLock(cloneMu);
-  StackForkGuard stackGuard;
   int syncPipe[2], errPipe[2];
   if (pipe2(syncPipe, O_CLOEXEC) < 0) return Status::internal("pipe2: " + errnoText(errno));
   Fd syncRead(syncPipe[0]), syncWrite(syncPipe[1]);
@@ -618,40 +622,22 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.errorFd = errWrite.get();
 
   const uint64_t nsFlags = isolate ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS : 0;
-  pid_t pid = -1;
-  int cloneErr = 0;
-  bool inCgroup = false;
-  if (v2 && clone3IntoCgroup_) {
-    // Without CLONE_VM and without a stack, clone3 returns twice like fork(): the child runs the
-    // init on its copy of this stack.
-    clone_args args{};
-    args.flags = nsFlags | CLONE_INTO_CGROUP;
-    args.exit_signal = SIGCHLD;
-    args.cgroup = static_cast<uint64_t>(joinFds->front());
-    long rc = syscall(SYS_clone3, &args, sizeof args);
-    if (rc == 0) _exit(init::taskInitMain(&spec));
-    cloneErr = errno;
-    if (rc > 0) {
-      pid = static_cast<pid_t>(rc);
-      inCgroup = true;
-    } else if (cloneErr == ENOSYS || cloneErr == E2BIG || cloneErr == EINVAL) {
-      clone3IntoCgroup_ = false;  // an older kernel: clone() and attach from now on
-    }
+  const int cgroupFd = v2 ? joinFds->front() : -1;
+  std::optional<SpawnResult> spawned;
+  if (options_.zygoteFd >= 0) {
+    spawned = zygoteSpawn(options_.zygoteFd, spec, nsFlags, cgroupFd, traceNs != nullptr ? traceFd.get() : -1);
   }
-  if (pid < 0 && (!v2 || !clone3IntoCgroup_)) {
-    void* stack =
-        mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) return Status::internal("mmap init stack: " + errnoText(errno));
-    pid = clone(init::taskInitMain, static_cast<char*>(stack) + kInitStackSize, static_cast<int>(nsFlags) | SIGCHLD,
-                &spec);
-    cloneErr = errno;
-    munmap(stack, kInitStackSize);  // the child has its own copy (no CLONE_VM)
-    inCgroup = !v2;                 // v1: the init joins by itself
+  const bool viaZygote = spawned.has_value();
+  if (!spawned) {
+    StackForkGuard stackGuard;
+    spawned = spawnInit(spec, nsFlags, cgroupFd, /*cloneParent=*/false);
   }
+  const pid_t pid = spawned->pid;
   if (pid < 0) {
     (void)cgroups_.remove(cg);
-    return Status::internal("clone: " + errnoText(cloneErr));
+    return Status::internal("clone: " + errnoText(spawned->err));
   }
+  const bool inCgroup = spawned->inCgroup;
   syncRead.reset();
   errWrite.reset();
   cloneLock.unlock();
@@ -721,19 +707,34 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
     };
     TraceClock::time_point tExec = TraceClock::now();
-    std::cerr << "trace: task=" << launch.id
+    // One write per line: starts on other threads trace at the same time.
+    std::ostringstream out;
+    out << "trace: task=" << launch.id
               << " begin_at_us=" << std::chrono::duration_cast<std::chrono::microseconds>(t0.time_since_epoch()).count()
               << " prepare_us=" << us(t0, tPrepared)
               << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tCgroup, tCloned)
-              << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec);
+              << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec)
+              << " spawn=" << (viaZygote ? "zygote" : "agent");
     if (traceNs != nullptr) {
       // Inside the init: go -> joined -> stdio -> mounts -> new root -> forked -> execve.
       static const char* const kNames[] = {"go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
       for (int m = init::kTraceJoined; m < init::kTraceMarkCount; ++m) {
-        if (traceNs[m] != 0 && traceNs[m - 1] != 0) std::cerr << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
+        if (traceNs[m] != 0 && traceNs[m - 1] != 0) out << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
+      }
+      // Scheduling: from our "go" to the init running, and from the task's execve to our wakeup
+      // (steady_clock is CLOCK_MONOTONIC, as the init's marks).
+      auto ns = [](TraceClock::time_point t) {
+        return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+      };
+      if (traceNs[init::kTraceGo] != 0) {
+        out << " wake_us=" << (static_cast<int64_t>(traceNs[init::kTraceGo]) - ns(tAttached)) / 1000;
+      }
+      if (traceNs[init::kTraceExec] != 0) {
+        out << " exec_seen_us=" << (ns(tExec) - static_cast<int64_t>(traceNs[init::kTraceExec])) / 1000;
       }
     }
-    std::cerr << std::endl;
+    out << '\n';
+    std::cerr << out.str() << std::flush;
   }
   auto ps = readProcStat(pid);
   TaskHandle h{pid, ps ? ps->startTicks : 0, cg};
@@ -974,7 +975,7 @@ void traceStartPoint(const char* what) {
   if (!gTraceStarts) return;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now().time_since_epoch()).count();
-  std::cerr << "trace: point=" << what << " at_us=" << us << std::endl;
+  std::cerr << ("trace: point=" + std::string(what) + " at_us=" + std::to_string(us) + "\n") << std::flush;
 }
 
 }  // namespace nodeagent

@@ -22,6 +22,7 @@ struct ExecDriverOptions {
   std::vector<std::string> readOnlyPaths = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"};
   int startTimeoutMs = 30000;            // how long start() waits for the task's execve
   bool traceStarts = false;              // log each start's phases (prepare, cgroup, clone, exec)
+  int zygoteFd = -1;                     // startZygote()'s socket: inits are cloned there; -1: here
 };
 
 DriverPtr newExecDriver(ExecDriverOptions options = {});

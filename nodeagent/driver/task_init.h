@@ -1,11 +1,14 @@
 #pragma once
-// The task init: the code that runs between clone() in the agent and execve() of the task.
+// The task init: the code that runs between clone() (by the zygote, or the agent) and execve() of
+// the task.
 //
-// Everything here runs in a child of a multi-threaded process, so it may only make
-// async-signal-safe calls: raw syscalls and libcap/prctl wrappers on structures the agent built
-// before the clone. No malloc, no stdio, no locks, no C++ exceptions. The agent therefore
-// pre-computes every path, argv/envp array, the mount plan, the seccomp BPF program and the
-// capability state into an InitSpec of plain pointers; the child sees a copy-on-write snapshot.
+// Everything here may run in a child of a multi-threaded process, so it may only make
+// async-signal-safe calls: raw syscalls and libcap/prctl wrappers on structures built before the
+// clone. No malloc, no stdio, no locks, no C++ exceptions. The agent therefore pre-computes every
+// path, argv/envp array, the mount plan, the seccomp BPF program and the capability state into an
+// InitSpec of plain pointers; the child sees a copy-on-write snapshot (of the agent's memory, or of
+// the zygote's copy: a field added to InitSpec must be added to encode() and decode() in
+// zygote.cc too).
 
 #include <linux/filter.h>
 #include <sys/capability.h>

@@ -26,6 +26,7 @@
 
 #include "nodeagent/driver/cgroup.h"
 #include "nodeagent/driver/exec_driver.h"
+#include "nodeagent/driver/zygote.h"
 
 #include "tests/integration/check.h"
 
@@ -624,6 +625,38 @@ void checkV2DeviceFilter() {
   rmdir(dir.c_str());
 }
 
+// The zygote (nodeagent/driver/zygote.h): its inits are this process's children, as if cloned here;
+// once it is gone, starts clone from here.
+void checkZygote(pid_t zygote) {
+  auto d = nodeagent::newExecDriver(gFix->opts);
+  auto l = makeLaunch("zygote-child", {"/bin/sleep", "1000"});
+  auto r = run(*d, l, 0, false);
+  std::string ppid;
+  if (r.started) {
+    std::istringstream status(slurp("/proc/" + std::to_string(r.handle.pid) + "/status"));
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("PPid:", 0) == 0) ppid = line.substr(line.find_first_not_of(" \t", 5));
+    }
+    (void)d->stop(r.handle, SIGTERM, 5000);
+    auto e = d->wait(r.handle, 10000);  // waitid on a pidfd: only a child can be waited for
+    check(e.has_value() && e->signal == SIGTERM, "an init cloned by the zygote is waited for as our child",
+          e ? exitText(*e) : "no exit");
+    (void)d->destroy(r.handle);
+  }
+  check(r.started && ppid == std::to_string(getpid()), "the zygote's init has the driver's process as parent",
+        "PPid " + ppid + " " + r.startError);
+
+  if (zygote > 0) {
+    kill(zygote, SIGKILL);
+    waitpid(zygote, nullptr, 0);
+  }
+  auto l2 = makeLaunch("no-zygote", sh("echo still-starts"));
+  auto r2 = run(*d, l2);
+  check(r2.started && r2.exit.exitCode == 0 && contains(r2.out, "still-starts"),
+        "with the zygote killed, starts clone from the driver's process", exitText(r2.exit) + " " + r2.startError);
+}
+
 int main() {
   std::cout.setf(std::ios::unitbuf);
   if (geteuid() != 0) {
@@ -641,8 +674,14 @@ int main() {
     return gFailed == 0 ? 0 : 1;
   }
   signal(SIGPIPE, SIG_IGN);  // as the agent would; the driver must reset it for tasks
+  // As in foxden-agent: inits are cloned by a zygote forked while this process has one thread.
+  pid_t zygotePid = -1;
+  const int zygote = nodeagent::startZygote(&zygotePid);
+  check(zygote >= 0, "zygote started", std::strerror(errno));
   Fixture fix;
   gFix = &fix;
+  fix.opts.zygoteFd = zygote;
+  fix.rawOpts.zygoteFd = zygote;
   auto seccomp = nodeagent::buildSeccompProgram();
   check(seccomp.isOk() && !seccomp->empty(), "seccomp profile compiles",
         seccomp ? std::to_string(seccomp->size() / 8) + " BPF instructions" : seccomp.status().message());
@@ -659,6 +698,7 @@ int main() {
   }
   checkReattach();
   checkRawExec();
+  checkZygote(zygotePid);  // last: it kills the zygote
   checkV2Mapping();
   checkV2DeviceFilter();
   check(fix.cgroupsGone(), "every task cgroup removed by destroy()");
