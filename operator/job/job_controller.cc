@@ -590,6 +590,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
 
   // Placements.
   std::map<std::string, std::pair<int, std::string>> unplaced;
+  bool waitingForStop = false;
   const int64_t version = kube::getInt(plan.status, {"currentVersion"}).value_or(0);
   const JsonValue* groupsJson = kube::find(*job, {"spec", "groups"});
   if (!plan.place.empty()) {
@@ -602,8 +603,16 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     std::vector<std::string> preempt;
     {
       std::lock_guard l(placementMu_);
-      // Stopped allocations stay in state_: they hold their resources until they are terminal
-      // (allocInfoOf), which the informer's copy tells.
+      // What this reconcile stopped stays in state_, holding its resources until the informer's
+      // copy says it is terminal (allocInfoOf); marked stopping now, so that it is no preemption
+      // victim meanwhile.
+      for (const auto& name : stopped) {
+        const scheduler::AllocInfo* held = failedEdits.count(name) ? nullptr : state_.alloc(ns + "/" + name);
+        if (held == nullptr || held->stopping) continue;
+        scheduler::AllocInfo copy = *held;
+        copy.stopping = true;
+        state_.addAlloc(std::move(copy));  // replaces the entry of the same uid
+      }
       for (const auto& pr : plan.place) {
         // Its stop failed (a conflict, the API server away): the next reconcile tries both again.
         if (!pr.replaces.empty() && !replacedIsStopped(pr.replaces)) continue;
@@ -620,6 +629,12 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
             pr.targetWorker.empty() ? scheduler_->place(req, key) : scheduler_->placeOn(req, key, pr.targetWorker);
         placementLatency_->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (auto* fail = std::get_if<scheduler::PlacementFailure>(&res)) {
+          if (!pr.replaces.empty() && state_.alloc(ns + "/" + pr.replaces) != nullptr) {
+            // The allocation it replaces still holds its resources while it stops: its terminal
+            // report requeues this Job; only a replacement that does not fit then is unplaced.
+            waitingForStop = true;
+            continue;
+          }
           placementFailures_->inc();
           auto& u = unplaced[pr.group];
           u.first++;
@@ -662,7 +677,6 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     }
   }
 
-
   // Status, last, only when it changed.
   finishStatus(plan.status, unplaced, gen, now);
   const JsonValue* oldStatus = kube::find(*job, {"status"});
@@ -699,7 +713,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   if (!firstError) return firstError;
   Result res;
   if (plan.requeueAfter) res.requeueAfter = std::chrono::duration_cast<std::chrono::milliseconds>(*plan.requeueAfter);
-  if (!unplaced.empty()) res.backoff = true;
+  if (!unplaced.empty() || waitingForStop) res.backoff = true;
   return res;
 }
 
