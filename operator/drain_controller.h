@@ -13,8 +13,8 @@
 //
 // A migration is in flight from spec.migrate until the old allocation is terminal (or deleted) AND
 // its replacement (the Allocation whose spec.previousAllocation names it) is Running and healthy. The
-// job controller places the replacement and stops the old one; this controller only chooses which
-// and how many. Drain implies unschedulable (the scheduler skips a worker with spec.drain).
+// job controller stops the old one and then places the replacement; this controller only chooses
+// which and how many. Drain implies unschedulable (the scheduler skips a worker with spec.drain).
 //
 // Threads: reconcile() is called by the operator's workers for one worker key at a time (the work
 // queue guarantees it); it reads informer caches and writes through RestClient.
