@@ -482,6 +482,7 @@ TEST_CASE("stop first: random crashes never leave two live allocations for an in
     w.keepStatus(w.plan(kT0));
     const std::string oldHash = w.spec.groups[0].hash;
     std::vector<SimAlloc> sim;
+    sim.reserve(kCount);
     for (int i = 0; i < kCount; ++i) sim.push_back({std::to_string(i), 0, oldHash, "Running", false, kT0, kT0});
     auto sync = [&] {
       w.allocs.clear();
@@ -550,9 +551,10 @@ TEST_CASE("stop first: random crashes never leave two live allocations for an in
                           t - *s.healthySince >= std::chrono::seconds(kMinHealthy);
         if (healthyNew) midUpdate.erase(s.slot);
       }
-      for (const auto& [slot, n] : live) {
+      for (const auto& entry : live) {
+        const std::string& slot = entry.first;
         CAPTURE(slot);
-        REQUIRE(n <= 1);
+        REQUIRE(entry.second <= 1);
       }
       REQUIRE(static_cast<int>(midUpdate.size()) <= kMaxParallel);
       converged = kube::getString(p.status, {"deployment", "state"}) == "Successful" && static_cast<int>(live.size()) == kCount &&
