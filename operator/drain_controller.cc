@@ -60,7 +60,12 @@ DrainPlan planDrain(const DrainSpec& spec, const std::vector<JsonPtr>& onWorker,
     bool done = terminal(*a);
     if (migrating) {
       JsonPtr repl = replacementOf(*a);
-      bool finished = done && (!repl || runningHealthy(*repl) || terminal(*repl));
+      // The job controller stops a service allocation first and creates its replacement after:
+      // one stopped without a replacement yet has its replacement still to come (system jobs get
+      // none: their allocation leaves with the worker).
+      bool replacementDue = !repl && kube::getString(*a, {"spec", "desiredState"}, "run") == "stop" &&
+                            kube::getString(*a, {"spec", "jobType"}, "service") == "service";
+      bool finished = done && !replacementDue && (!repl || runningHealthy(*repl) || terminal(*repl));
       // (No replacement for a terminal old one: a batch allocation that completed, or a job
       // deleted meanwhile; a replacement that ended itself is the job controller's business.)
       if (!finished) ++plan.inFlight;

@@ -12,9 +12,11 @@
 //     status.drain {remaining, complete}; Event DrainComplete once nothing is left
 //
 // A migration is in flight from spec.migrate until the old allocation is terminal (or deleted) AND
-// its replacement (the Allocation whose spec.previousAllocation names it) is Running and healthy. The
-// job controller places the replacement and stops the old one; this controller only chooses which
-// and how many. Drain implies unschedulable (the scheduler skips a worker with spec.drain).
+// its replacement (the Allocation whose spec.previousAllocation names it) is Running and healthy; a
+// service allocation asked to stop with no replacement yet is in flight (its replacement is created
+// right after the stop: stop first). The
+// job controller stops the old one and then places the replacement; this controller only chooses
+// which and how many. Drain implies unschedulable (the scheduler skips a worker with spec.drain).
 //
 // Threads: reconcile() is called by the operator's workers for one worker key at a time (the work
 // queue guarantees it); it reads informer caches and writes through RestClient.

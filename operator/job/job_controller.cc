@@ -112,8 +112,14 @@ WorkerOffer workerOfferOf(const JsonValue& w) {
 std::optional<scheduler::AllocInfo> allocInfoOf(const JsonValue& al) {
   std::string phase = kube::getString(al, {"status", "phase"});
   if (phase == "Succeeded" || phase == "Failed" || phase == "Lost") return std::nullopt;
-  if (kube::getString(al, {"spec", "desiredState"}, "run") == "stop") return std::nullopt;
+  // Asked to stop, it holds its worker's resources until the agent reports it terminal: a
+  // replacement is created as soon as the stop is written, and must not over-commit the worker
+  // while the old process runs out its kill timeout. One the agent never reported on was never
+  // started (an agent starts nothing that is asked to stop, and reports a status once it starts).
+  const bool stopping = kube::getString(al, {"spec", "desiredState"}, "run") == "stop";
+  if (stopping && phase.empty()) return std::nullopt;
   scheduler::AllocInfo i;
+  i.stopping = stopping;
   i.uid = kube::ns(al) + "/" + kube::name(al);  // the informer key, unique and known before creation
   i.worker = kube::getString(al, {"spec", "workerName"});
   i.jobKey = jobKeyOfAlloc(al);
@@ -496,6 +502,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   std::map<std::string, JsonPtr> byName;
   for (const auto& al : allocs) byName[kube::name(*al)] = al;
   Status firstError;
+  std::set<std::string> failedEdits;  // allocations whose update failed (guarded by noteMu)
   std::mutex noteMu;
   auto note = [&](const Status& st) {
     std::lock_guard l(noteMu);
@@ -525,9 +532,14 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     list.reserve(edits.size());
     for (auto& [name, es] : edits) list.emplace_back(&name, &es);
     parallelFor(list.size(), [&](size_t i) {
-      note(updateAlloc(byName.at(*list[i].first), [&](Json& o) {
+      Status st = updateAlloc(byName.at(*list[i].first), [&](Json& o) {
         for (const auto& e : *list[i].second) e(o);
-      }));
+      });
+      if (!st) {
+        std::lock_guard l(noteMu);
+        failedEdits.insert(*list[i].first);
+      }
+      note(st);
     });
     edits.clear();
   };
@@ -543,9 +555,20 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
     edits[name].push_back([](Json& o) { kube::setMember(o["spec"], "canary", JsonValue(false), o.GetAllocator()); });
   }
   applyEdits();
+  // Stop first: a placement that replaces an allocation is created only once that allocation is
+  // asked to stop, by this reconcile's write or an earlier one (or has ended, or is gone).
+  auto replacedIsStopped = [&](const std::string& name) {
+    auto it = byName.find(name);
+    if (it == byName.end()) return true;
+    if (stopped.count(name)) return failedEdits.count(name) == 0;
+    std::string phase = kube::getString(*it->second, {"status", "phase"});
+    return kube::getString(*it->second, {"spec", "desiredState"}, "run") == "stop" || phase == "Succeeded" ||
+           phase == "Failed" || phase == "Lost";
+  };
   // One Event per reason, not per allocation: suspending 1,000 allocations is one decision.
   std::map<std::string, std::vector<std::string>> stopsByReason;
   for (const auto& name : stopped) {
+    if (failedEdits.count(name)) continue;
     auto r = plan.stopReasons.find(name);
     stopsByReason[r == plan.stopReasons.end() ? "stopped" : r->second].push_back(name);
   }
@@ -567,33 +590,36 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
 
   // Placements.
   std::map<std::string, std::pair<int, std::string>> unplaced;
+  bool waitingForStop = false;
   const int64_t version = kube::getInt(plan.status, {"currentVersion"}).value_or(0);
   const JsonValue* groupsJson = kube::find(*job, {"spec", "groups"});
   if (!plan.place.empty()) {
     struct Create {
       Json obj;
       const PlaceRequest* req;
-      std::optional<scheduler::AllocInfo> freed;  // what the replaced allocation held
       Status result;
     };
     std::vector<Create> toCreate;
     std::vector<std::string> preempt;
     {
       std::lock_guard l(placementMu_);
-      for (const auto& name : stopped) state_.removeAlloc(ns + "/" + name);
+      // What this reconcile stopped stays in state_, holding its resources until the informer's
+      // copy says it is terminal (allocInfoOf); marked stopping now, so that it is no preemption
+      // victim meanwhile.
+      for (const auto& name : stopped) {
+        const scheduler::AllocInfo* held = failedEdits.count(name) ? nullptr : state_.alloc(ns + "/" + name);
+        if (held == nullptr || held->stopping) continue;
+        scheduler::AllocInfo copy = *held;
+        copy.stopping = true;
+        state_.addAlloc(std::move(copy));  // replaces the entry of the same uid
+      }
       for (const auto& pr : plan.place) {
+        // Its stop failed (a conflict, the API server away): the next reconcile tries both again.
+        if (!pr.replaces.empty() && !replacedIsStopped(pr.replaces)) continue;
         const GroupSpec* g = spec.group(pr.group);
         const JsonValue* gj = nullptr;
         for (const auto& x : groupsJson->GetArray()) if (kube::getString(x, {"name"}) == pr.group) gj = &x;
         if (g == nullptr || gj == nullptr) continue;
-        // An update frees the old allocation's resources (it is stopped once the new one exists).
-        std::optional<scheduler::AllocInfo> freed;
-        if (!pr.replaces.empty()) {
-          if (const scheduler::AllocInfo* old = state_.alloc(ns + "/" + pr.replaces)) {
-            freed = *old;
-            state_.removeAlloc(ns + "/" + pr.replaces);
-          }
-        }
         scheduler::PlacementRequest req = g->request;
         req.penaltyWorkers = pr.penaltyWorkers;
         std::string name = allocName(jobName, g->name, pr.slot, spec.isSystem(), pr.attempt);
@@ -603,7 +629,12 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
             pr.targetWorker.empty() ? scheduler_->place(req, key) : scheduler_->placeOn(req, key, pr.targetWorker);
         placementLatency_->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (auto* fail = std::get_if<scheduler::PlacementFailure>(&res)) {
-          if (freed) state_.addAlloc(*freed);
+          if (!pr.replaces.empty() && state_.alloc(ns + "/" + pr.replaces) != nullptr) {
+            // The allocation it replaces still holds its resources while it stops: its terminal
+            // report requeues this Job; only a replacement that does not fit then is unplaced.
+            waitingForStop = true;
+            continue;
+          }
           placementFailures_->inc();
           auto& u = unplaced[pr.group];
           u.first++;
@@ -612,7 +643,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
         }
         const auto& placement = std::get<scheduler::Placement>(res);
         for (const auto& victim : placement.preempted) preempt.push_back(victim);
-        toCreate.push_back({buildAllocation(*job, spec, *g, *gj, pr, placement, version), &pr, std::move(freed), Status::ok()});
+        toCreate.push_back({buildAllocation(*job, spec, *g, *gj, pr, placement, version), &pr, Status::ok()});
       }
     }
     for (const auto& victim : preempt) {
@@ -630,7 +661,6 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       if (!c.result && c.result.code() != 409) {
         std::lock_guard l(placementMu_);
         state_.removeAlloc(ns + "/" + name);
-        if (c.freed) state_.addAlloc(*c.freed);
         note(c.result);
         continue;
       }
@@ -638,7 +668,6 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       placements_->inc();
       const PlaceRequest* pr = c.req;
       if (!pr->replaces.empty()) {
-        if (byName.count(pr->replaces) && stopped.insert(pr->replaces).second) edits[pr->replaces].push_back(stopEdit);
         event(*job, {false, "Replaced", "allocation " + name + " on " + worker + " replaces " + pr->replaces});
       } else if (!pr->previous.empty()) {
         event(*job, {false, "Rescheduled", "allocation " + name + " on " + worker + " replaces failed " + pr->previous});
@@ -647,8 +676,6 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       }
     }
   }
-
-  applyEdits();  // stop what the new allocations replace
 
   // Status, last, only when it changed.
   finishStatus(plan.status, unplaced, gen, now);
@@ -686,7 +713,7 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
   if (!firstError) return firstError;
   Result res;
   if (plan.requeueAfter) res.requeueAfter = std::chrono::duration_cast<std::chrono::milliseconds>(*plan.requeueAfter);
-  if (!unplaced.empty()) res.backoff = true;
+  if (!unplaced.empty() || waitingForStop) res.backoff = true;
   return res;
 }
 

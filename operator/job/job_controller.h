@@ -6,7 +6,8 @@
 //                                                          ▼
 //   reconcile(key): read the caches ─► planJob (pure, job_plan.h) ─► write: annotations, stops,
 //                   deletions, placements (scheduler on a ClusterState built from the caches plus
-//                   the allocations this process created that the cache has not shown yet), status
+//                   the allocations this process created that the cache has not shown yet; one
+//                   that replaces an allocation only once that one's stop is written), status
 //                   last, only when changed. Errors requeue with backoff; timers (health, reschedule
 //                   delays, deadlines) requeue after their due time.
 //

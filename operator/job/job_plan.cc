@@ -66,6 +66,12 @@ void stopFor(Plan& p, const std::string& name, const std::string& why) {
   p.stopReasons.emplace(name, why);
 }
 
+// A slot's newest allocation is of an older template and was asked to stop: an update of the
+// slot began (stop first) and its replacement may not exist yet. `v` is newest first.
+bool stoppedForUpdate(const std::vector<const AllocView*>& v, const GroupSpec& g) {
+  return !v.empty() && v.front()->stopRequested && !v.front()->migrate && v.front()->hash != g.hash;
+}
+
 void minRequeue(Plan& p, int64_t seconds) {
   seconds = std::max<int64_t>(seconds, 1);
   if (!p.requeueAfter || p.requeueAfter->count() > seconds) p.requeueAfter = std::chrono::seconds(seconds);
@@ -560,12 +566,20 @@ Plan planJob(const PlanInput& in) {
     c.desired = static_cast<int>(slots.size());
     for (const auto& [s, v] : bySlot[g.name]) for (auto* al : v) countAlloc(c, *al, g);
 
-    // Slots whose new allocation is not healthy yet: the rollout's in-flight replacements.
+    // Updates in flight, the slots maxParallel bounds: those whose new allocation is not healthy
+    // yet (while old ones remain), and those whose old allocation was stopped for the update and
+    // have nothing live: the replacement is created right after the stop, so such a slot is seen
+    // only when that create failed or the operator died between the two writes. It is counted
+    // here, and its replacement below takes no budget of its own.
     int inFlight = 0;
     for (const auto& s : slots) {
-      for (auto* al : bySlot[g.name][s]) {
-        if (al->live() && al->hash == g.hash && !healthyFor(*al, g) && anyOld) { inFlight++; break; }
+      const auto& v = bySlot[g.name][s];
+      bool anyLive = false, unhealthyNew = false;
+      for (auto* al : v) {
+        anyLive = anyLive || al->live();
+        unhealthyNew = unhealthyNew || (al->live() && al->hash == g.hash && !healthyFor(*al, g));
       }
+      if ((unhealthyNew && anyOld) || (!anyLive && stoppedForUpdate(v, g))) inFlight++;
     }
     int budget = g.update.maxParallel == 0 ? INT32_MAX : g.update.maxParallel - inFlight;
     if (!depActive || depFailed || !failure.empty()) budget = 0;
@@ -625,20 +639,24 @@ Plan planJob(const PlanInput& in) {
         }
         if (budget <= 0) continue;
         budget--;
+        // Stop first: the replacement is created only once this stop is written, so the slot
+        // never has two allocations that want to run.
+        for (auto* o : liveOld) stopFor(p, o->name, "replaced by a new version");
         pr.replaces = liveOld.front()->name;
-        for (size_t i = 1; i < liveOld.size(); ++i) stopFor(p, liveOld[i]->name, "replaced by a new version");
+        pr.previous = pr.replaces;
         p.place.push_back(pr);
         continue;
       }
       if (!migrating.empty()) {
-        // Drain: a replacement elsewhere, then the old one is stopped.
+        // Drain: stop first, then a replacement elsewhere (system jobs: none, the worker leaves).
         if (spec.isSystem()) {
           for (auto* m : migrating) stopFor(p, m->name, "its worker is draining");
           continue;
         }
+        for (auto* m : migrating) stopFor(p, m->name, "migrated off its draining worker");
         pr.replaces = migrating.front()->name;
         pr.penaltyWorkers.push_back(migrating.front()->worker);
-        pr.previous = migrating.front()->name;
+        pr.previous = pr.replaces;
         p.place.push_back(pr);
         continue;
       }
@@ -663,6 +681,14 @@ Plan planJob(const PlanInput& in) {
         pr.reschedules = last.reschedules;
         pr.reschedules.push_back(unixSeconds(now));
         if (last.phase == "Lost" && !last.stopRequested) stopFor(p, last.name, "lost with its worker, replaced");
+      } else if (!v.empty() && v.front()->stopRequested) {
+        // Asked to stop while its slot is still wanted: the second half of a stop-first update or
+        // migration (the create failed, or the operator died after the stop), or a preemption.
+        // Its stop is already written, so the replacement may be created now.
+        const AllocView& last = *v.front();
+        pr.replaces = last.name;
+        pr.previous = last.name;
+        if (last.migrate && !last.worker.empty()) pr.penaltyWorkers.push_back(last.worker);
       }
       p.place.push_back(std::move(pr));
     }

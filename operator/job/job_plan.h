@@ -13,11 +13,18 @@
 //             operator records when it first saw it healthy in the annotation
 //             foxden.io/healthy-since, so the judgement survives restarts.
 //
-// Rolling updates (service and system): a slot whose only live allocation is old is updated by
-// placing a new one and, once placed, stopping the old one (the scheduler does not count the old
-// one's resources), at most maxParallel slots whose new allocation is not yet healthy at a time.
-// With canary N, the first N slots get a new allocation alongside the old one and the rollout
-// pauses until promoted (spec.promoteVersion = version, or autoPromote once they are healthy).
+// Rolling updates (service and system): a slot whose only live allocation is old is updated stop
+// first, as Nomad does: the old one is asked to stop (spec.desiredState: stop) and, once that write
+// succeeded, the new one is created (spec.previousAllocation names the old one); it need not wait
+// for the old one to end, and the scheduler keeps counting a stopping allocation's resources on its
+// worker until the agent reports it terminal. So a slot never has two allocations that want to run,
+// whenever the operator dies. A slot is an update in flight from the stop until its new allocation
+// is healthy; at most maxParallel are. A slot whose old allocation is stopped and that has nothing
+// live (a crash between the two writes, or an unplaceable replacement) is one of them: the next
+// plan creates its replacement without taking more budget. Drain migrations are stop first too.
+// With canary N, the first N slots get a new allocation alongside the old one (the one exception:
+// canaries run next to what they may replace) and the rollout pauses until promoted
+// (spec.promoteVersion = version, or autoPromote once they are healthy).
 // A rollout fails when a new allocation fails, misses healthyDeadlineSeconds, or nothing turns
 // healthy within progressDeadlineSeconds; with autoRevert the Job's template goes back to the
 // stable version (a new version with the stable template; allocations that already run that
@@ -88,8 +95,12 @@ struct PlaceRequest {
   int attempt = 0;
   bool canary = false;
   std::string targetWorker;            // system/sysbatch: exactly this worker
-  std::string replaces;                // stop this allocation once the new one is created
-  std::string previous;                // spec.previousAllocation (a reschedule)
+  // The allocation of the slot this one replaces (update, migration, or the second half of one
+  // after a crash). The plan stops it too (Plan::stop) unless it is already asked to stop, and the
+  // controller creates this placement only once that stop is written: stop first, never two
+  // allocations of a slot that want to run.
+  std::string replaces;
+  std::string previous;                // spec.previousAllocation: what it replaces or reschedules
   std::vector<std::string> penaltyWorkers;
   std::vector<int64_t> reschedules;    // chain carried to the new allocation
 };

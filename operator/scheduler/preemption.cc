@@ -47,7 +47,9 @@ std::optional<Eviction> findEviction(const ClusterState::Impl& state, const Plac
     const WorkerSlot& w = state.workers[wid];
     std::vector<uint32_t> victims;
     for (size_t i = 0; i < w.allocs.size(); ++i) {
-      if (w.allocPriority[i] <= req.priority - kPreemptionPriorityGap) victims.push_back(w.allocs[i]);
+      if (w.allocPriority[i] <= req.priority - kPreemptionPriorityGap && !state.allocs[w.allocs[i]].info.stopping) {
+        victims.push_back(w.allocs[i]);
+      }
     }
     if (victims.empty()) continue;
     auto share = [&](uint32_t a) {

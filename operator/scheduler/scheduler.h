@@ -52,7 +52,7 @@ struct PortAssignment {
   int value = 0;
 };
 
-// An allocation that holds resources on a worker (not terminal).
+// An allocation that holds resources on a worker (not terminal; asked to stop or not).
 struct AllocInfo {
   std::string uid;
   std::string worker;
@@ -63,6 +63,9 @@ struct AllocInfo {
   int64_t memoryBytes = 0;
   std::vector<Gpu> gpus;     // the GPUs it holds (by vendor + index)
   std::vector<PortAssignment> ports;
+  // Asked to stop, not terminal yet: its resources stay taken until it ends, and it is no
+  // preemption victim (evicting it frees nothing sooner).
+  bool stopping = false;
 };
 
 struct Requirement {

@@ -771,6 +771,7 @@ class Hollow {
 
   // On the pool: sends the allocation's newest status until none is left unsent.
   void sendStatus(const std::string& uid, const kube::ResourceRef& ref) {
+    int failures = 0;
     for (;;) {
       std::string body;
       {
@@ -788,6 +789,14 @@ class Hollow {
       if (!r && r.status().code() != 404) {
         errors_++;
         log("status " + ref.ns + "/" + ref.name + ": " + r.status().message());
+        // A lost report would leave the allocation's phase behind for good (as the agent, send it
+        // again; a merge patch of the same status is idempotent), unless a newer one is waiting.
+        if (++failures <= 5) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200 * failures));
+          std::lock_guard l(mu_);
+          auto it = allocs_.find(uid);
+          if (it != allocs_.end() && it->second.unsent.empty()) it->second.unsent = std::move(body);
+        }
       }
     }
   }

@@ -108,6 +108,8 @@ wait_for "killed task restarted or replaced: three live processes again" three_n
 # --- a new command rolls out one at a time ------------------------------------------------------
 # A monitor samples the allocations: a slot is "in flight" while its new-version allocation has not
 # been healthy for minHealthySeconds (2) or its old allocation is still stopping. maxParallel is 1.
+# Each sample also counts the slots with two live allocations (non-terminal, desiredState run):
+# updates are stop first, so there must never be one.
 monitor() {
   while :; do
     allocs_json web | python3 -c '
@@ -115,17 +117,20 @@ import calendar, json, sys, time
 items = json.load(sys.stdin)["items"]
 now = time.time()
 slots = set()
+live = {}
 for a in items:
     st = a.get("status", {}).get("phase")
     ann = a["metadata"]["annotations"]
     slot = ann.get("foxden.io/slot")
     if a["spec"].get("desiredState") == "stop" and st not in ("Succeeded", "Failed", "Lost"):
         slots.add(slot)
+    if a["spec"].get("desiredState", "run") == "run" and st not in ("Succeeded", "Failed", "Lost"):
+        live[slot] = live.get(slot, 0) + 1
     if "v2" in " ".join(a["spec"]["tasks"][0]["command"]) and a["spec"].get("desiredState", "run") == "run":
         since = ann.get("foxden.io/healthy-since")
         if since is None or now - calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ")) < 2:
             slots.add(slot)
-print(len(slots))' 2>/dev/null || true
+print(len(slots), sum(1 for n in live.values() if n > 1))' 2>/dev/null || true
     sleep 0.2
   done
 }
@@ -136,9 +141,12 @@ dep_is() { [ "$(jp job.foxden.io web '{.status.deployment.state}')" = "$1" ] && 
 wait_for "version 1 rolled out" dep_is Successful 1
 wait_for "three v2 allocations Running" live_running web 3 v2
 kill "$MON_PID" 2>/dev/null; wait "$MON_PID" 2>/dev/null || true
-max=$(sort -n "$WORK/inflight" | tail -1)
+max=$(awk '{print $1}' "$WORK/inflight" | sort -n | tail -1)
+doubled=$(awk '$2 > 0' "$WORK/inflight" | wc -l)
 samples=$(wc -l <"$WORK/inflight")
 [ "${max:-9}" -le 1 ] && [ "$samples" -gt 5 ] && pass || fail "never more than maxParallel=1 slots in flight (max $max over $samples samples)"
+[ "$doubled" = 0 ] && pass || fail "no slot with two live allocations ($doubled of $samples samples had one)"
+echo "rolling update on a real agent: $samples samples, at most $max slot(s) in flight, $doubled with a slot holding two live allocations" >&2
 [ "$(jp job.foxden.io web '{.status.stableVersion}')" = 1 ] && pass || fail "stableVersion 1"
 [ "$(events_of web | awk '$1=="Replaced"{n+=$2} END{print n+0}')" -ge 3 ] && pass || fail "three Replaced events: $(events_of web)"
 

@@ -119,6 +119,20 @@ TEST_CASE("drain plan: never more than maxParallel in flight") {
   CHECK(p.migrate.empty());
   CHECK(names(p.stop) == std::vector<std::string>{"a2", "a3", "a4"});
 
+  // Stop first: a3's old one was stopped (and has ended) before its replacement exists; the
+  // replacement is still to come, so a3 stays in flight (a system job's gets none).
+  auto stopped = [](JsonPtr a) {
+    kube::Json c = kube::cloneJson(*a);
+    kube::setString(c["spec"], "desiredState", "stop", c.GetAllocator());
+    return kube::shareJson(std::move(c));
+  };
+  std::vector<JsonPtr> mid{alloc("a1", "Failed", true), stopped(alloc("a3", "Failed", true)), alloc("a4", "Running")};
+  p = planDrain(spec, mid, replacementOf, false);
+  CHECK(p.inFlight == 1);
+  CHECK(names(p.migrate) == std::vector<std::string>{"a4"});
+  mid[1] = stopped(alloc("a3", "Failed", true, "", "True", "system"));
+  CHECK(planDrain(spec, mid, replacementOf, false).inFlight == 0);
+
   // Everything moved.
   on = {alloc("a1", "Failed", true), alloc("a2", "Failed", true)};
   p = planDrain(spec, on, replacementOf, false);

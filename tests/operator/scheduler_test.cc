@@ -472,6 +472,39 @@ TEST_CASE("scheduler: preemption evicts only allocations at least 10 priorities 
   CHECK(f.reasons.at("insufficient cpu") == 2);
 }
 
+TEST_CASE("scheduler: a stopping allocation keeps its resources and is no preemption victim") {
+  // A stop-first update creates the replacement while the old allocation runs out its kill
+  // timeout: the old one's cpu, memory and ports stay taken until it is terminal.
+  ClusterState state;
+  state.upsertWorker(makeWorker("w-1", 4000, 8 * kGi));
+  AllocInfo old;
+  old.uid = "default/web-app-0-0";
+  old.worker = "w-1";
+  old.jobKey = "default/web";
+  old.group = "g";
+  old.priority = 10;
+  old.cpuMilli = 3000;
+  old.memoryBytes = kGi;
+  old.ports = {{"http", 8080}};
+  old.stopping = true;
+  state.addAlloc(old);
+  Scheduler s(state, scoreAll());
+  auto req = request(2000, kGi);
+  req.jobKey = "default/web";
+  req.group = "g";
+  req.priority = 50;  // 40 above: it would evict the old one, were it not already stopping
+  PlacementFailure f = failed(s.place(req, "default/web-app-0-1"));
+  CHECK(f.reasons.at("insufficient cpu") == 1);
+  CHECK(state.alloc("default/web-app-0-0") != nullptr);
+  auto port = request(100, kGi);
+  port.ports = {{"http", 8080}};
+  port.allowPreemption = false;
+  CHECK(failed(s.place(port, "default/other-0")).reasons.size() == 1);
+  // Once it is terminal (the informer's copy says so), the replacement fits.
+  state.removeAlloc("default/web-app-0-0");
+  CHECK(placed(s.place(req, "default/web-app-0-1")).worker == "w-1");
+}
+
 TEST_CASE("scheduler: preemption frees GPUs and ports too") {
   ClusterState state;
   WorkerInfo w = makeWorker("w-gpu", 64000, 256 * kGi);
