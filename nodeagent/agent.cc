@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "kube/certs.h"
+#include "kube/node_lease.h"
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
 
@@ -265,21 +266,7 @@ Status Agent::updateWorkerStatus() {
 }
 
 Status Agent::renewLease() {
-  std::string now = kube::formatMicroTime(kube::Clock::now());
-  std::string patch = R"({"spec":{"holderIdentity":")" + options_.name + R"(","leaseDurationSeconds":)" +
-                      std::to_string(options_.leaseDurationSeconds) + R"(,"renewTime":")" + now + "\"}}";
-  auto r = client_->patch(kLeases.withName(options_.name), kube::PatchType::kMerge, patch);
-  if (r) return Status::ok();
-  if (r.status().code() != 404) return r.status();
-  Json lease;
-  lease.Parse(R"({"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"namespace":"foxden-system"},"spec":{}})");
-  auto& a = lease.GetAllocator();
-  kube::setString(lease["metadata"], "name", options_.name, a);
-  kube::setString(lease["spec"], "holderIdentity", options_.name, a);
-  lease["spec"].AddMember("leaseDurationSeconds", options_.leaseDurationSeconds, a);
-  kube::setString(lease["spec"], "renewTime", now, a);
-  auto c = client_->create(kLeases, lease);
-  return c || c.status().code() == 409 ? Status::ok() : c.status();
+  return kube::renewNodeLease(*client_, kLeases.ns, options_.name, options_.leaseDurationSeconds);
 }
 
 void Agent::sync(const std::string& key) {

@@ -18,6 +18,7 @@
 #include "kube/http_client.h"
 #include "kube/kubeconfig.h"
 #include "kube/rest_client.h"
+#include "kube/signals.h"
 #include "nodeagent/agent.h"
 #include "nodeagent/driver/exec_driver.h"
 #include "nodeagent/driver/zygote.h"
@@ -126,12 +127,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Tasks write to log files, never to pipes we own: a dying agent cannot SIGPIPE them, and we
-  // must not die of SIGPIPE ourselves.
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa{};
-  sa.sa_handler = [](int) { gStop = true; };
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  // must not die of SIGPIPE ourselves (ignored here).
+  kube::stopOnTerminationSignals(&gStop);
   // Each agent owns its cgroup subtree and driver state, so agents (or test instances) on one
   // machine never adopt or reap each other's tasks.
   nodeagent::ExecDriverOptions eo;

@@ -32,6 +32,7 @@
 #include "kube/kubeconfig.h"
 #include "kube/leader_election.h"
 #include "kube/rest_client.h"
+#include "kube/signals.h"
 #include "operator/controller.h"
 #include "operator/drain_controller.h"
 #include "operator/job/job_controller.h"
@@ -153,11 +154,7 @@ int main(int argc, char** argv) {
     log(http.status().message());
     return 2;
   }
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa{};
-  sa.sa_handler = [](int) { gStop = true; };
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  kube::stopOnTerminationSignals(&gStop);
 
   // The elector writes its Lease through the raw client; everything else through the fence.
   auto fence = std::make_shared<op::LeaderFence>(*http);

@@ -67,8 +67,10 @@
 #include "kube/informer.h"
 #include "kube/json.h"
 #include "kube/kubeconfig.h"
+#include "kube/node_lease.h"
 #include "kube/quantity.h"
 #include "kube/rest_client.h"
+#include "kube/signals.h"
 #include "kube/timeutil.h"
 #include "kube/yaml.h"
 
@@ -512,22 +514,8 @@ class Hollow {
   }
 
   kube::Status renewLease(const HollowWorker& w) {
-    std::string now = kube::formatMicroTime(kube::Clock::now());
-    std::string patch = R"({"spec":{"holderIdentity":")" + w.name + R"(","leaseDurationSeconds":)" +
-                        std::to_string(o_.leaseSeconds) + R"(,"renewTime":")" + now + "\"}}";
-    auto r = client_->patch(kLeases.withName(w.name), kube::PatchType::kMerge, patch);
     renewals_++;
-    if (r) return kube::Status::ok();
-    if (r.status().code() != 404) return r.status();
-    Json lease;
-    lease.Parse(R"({"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"namespace":"foxden-system"},"spec":{}})");
-    auto& a = lease.GetAllocator();
-    kube::setString(lease["metadata"], "name", w.name, a);
-    kube::setString(lease["spec"], "holderIdentity", w.name, a);
-    lease["spec"].AddMember("leaseDurationSeconds", o_.leaseSeconds, a);
-    kube::setString(lease["spec"], "renewTime", now, a);
-    auto c = client_->create(kLeases, lease);
-    return c || c.status().code() == 409 ? kube::Status::ok() : c.status();
+    return kube::renewNodeLease(*client_, kLeases.ns, w.name, o_.leaseSeconds);
   }
 
   void renewLoop(HollowWorker* w) {
@@ -971,11 +959,7 @@ int main(int argc, char** argv) {
     std::cerr << "hollow: " << http.status().message() << "\n";
     return 2;
   }
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa{};
-  sa.sa_handler = [](int) { gStop = true; };
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  kube::stopOnTerminationSignals(&gStop);
   Hollow h(o, std::make_shared<kube::RestClient>(*http), std::move(classes));
   return h.run();
 }
