@@ -104,9 +104,10 @@ class Storage {
                                                    size_t limit = 0, int64_t* rvOut = nullptr) const;
   size_t count() const;
 
-  // Atomic read-modify-write of one key. `fn` gets the current entry (nullptr if absent) and the
-  // revision this write will carry. Returns the stored entry (json null after a delete; the old
-  // entry on kNoChange).
+  // Atomic read-modify-write of one key. `fn` gets the key's newest decided state (nullptr if
+  // absent; possibly a write still waiting for its commit) and the revision this write will carry;
+  // it must not call back into Storage. Returns once the write is durable: the stored entry (json
+  // null after a delete; the current entry on kNoChange, once that entry is durable too).
   using Mutator = std::function<kube::StatusOr<Mutation>(const Entry* current, int64_t newRv)>;
   kube::StatusOr<Entry> mutate(const std::string& key, const Mutator& fn);
 
