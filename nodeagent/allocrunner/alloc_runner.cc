@@ -15,15 +15,15 @@ using kube::JsonValue;
 
 namespace {
 
+// mkdir -p, from the leaf up: one mkdir when the parent exists (the common case: an allocation's
+// directories all sit under the agent's existing data directory), instead of one per component.
 bool mkdirs(const std::string& path, mode_t mode) {
-  std::string cur;
-  for (size_t i = 0; i <= path.size(); ++i) {
-    if (i == path.size() || (path[i] == '/' && i > 0)) {
-      cur = path.substr(0, i);
-      if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return false;
-    }
-  }
-  return true;
+  if (::mkdir(path.c_str(), mode) == 0 || errno == EEXIST) return true;
+  if (errno != ENOENT) return false;
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos || slash == 0) return false;
+  if (!mkdirs(path.substr(0, slash), mode)) return false;
+  return ::mkdir(path.c_str(), mode) == 0 || errno == EEXIST;
 }
 
 std::string hook(const JsonValue& task) { return kube::getString(task, {"lifecycle", "hook"}); }
