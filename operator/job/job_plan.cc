@@ -520,6 +520,8 @@ Plan planJob(const PlanInput& in) {
   const bool canaryPhase = depActive && wantsCanary && !promoted && (anyOld || anyCanary);
 
   // Rollout failure: a new allocation failed or missed its healthy deadline, or no progress.
+  // One healthy now but not recorded yet (this plan records it) is progress made while this
+  // operator was away (restarting, or without the Lease): neither deadline may count that time.
   std::string failure;
   std::optional<TimePoint> lastProgress = depStart;
   if (depActive) {
@@ -527,7 +529,8 @@ Plan planJob(const PlanInput& in) {
       const GroupSpec* g = spec.group(al.group);
       if (g == nullptr || al.hash != g->hash || al.created < depStart - std::chrono::seconds(1)) continue;
       if (al.failed() && al.phase == "Failed") failure = "allocation " + al.name + " failed";
-      if (al.live() && !al.healthySince) {
+      if (al.live() && al.healthyNow && !al.healthySince) lastProgress = now;
+      if (al.live() && !al.healthySince && !al.healthyNow) {
         auto deadline = al.created + std::chrono::seconds(g->update.healthyDeadlineSeconds);
         if (now >= deadline) failure = "allocation " + al.name + " was not healthy within healthyDeadlineSeconds";
         else minRequeue(p, std::chrono::duration_cast<std::chrono::seconds>(deadline - now).count() + 1);

@@ -179,6 +179,37 @@ TEST_CASE("plan: a failed new allocation fails the rollout and autoRevert goes b
   CHECK(std::string((*again.specUpdate)["groups"][0]["tasks"][0]["command"][0].GetString()) == "v1");
 }
 
+TEST_CASE("plan: an operator outage longer than the deadlines does not fail what turned healthy meanwhile") {
+  // The operator records healthy-since when it sees an allocation healthy. Down (or without the
+  // Lease) for longer than healthyDeadlineSeconds and progressDeadlineSeconds, it finds a
+  // replacement healthy but unrecorded: that is progress, not a missed deadline.
+  World w(serviceJob("v1", "{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, progressDeadlineSeconds: 120, autoRevert: true}"));
+  w.keepStatus(w.plan(kT0));
+  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.keepStatus(w.plan(kT0 + 2s));
+  w.setCommand("v2");
+  Plan p = w.plan(kT0 + 10s);
+  REQUIRE(p.place.size() == 1);
+  w.keepStatus(p);
+  w.allocs.erase(w.allocs.begin());
+  w.add("0", 1, "Running", std::nullopt, "w1", "", kT0 + 10s);
+  p = w.plan(kT0 + 10s + 600s);
+  CHECK(kube::getString(p.status, {"deployment", "state"}) == "Running");
+  CHECK(!p.specUpdate);
+  REQUIRE(p.annotate.count("web-app-0-1"));
+  // Not healthy after the deadline: that still fails the rollout.
+  World v(serviceJob("v1", "{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, autoRevert: true}"));
+  v.keepStatus(v.plan(kT0));
+  for (int i = 0; i < 3; ++i) v.add(std::to_string(i), 0, "Running", kT0);
+  v.keepStatus(v.plan(kT0 + 2s));
+  v.setCommand("v2");
+  v.keepStatus(v.plan(kT0 + 10s));
+  v.allocs.erase(v.allocs.begin());
+  v.add("0", 1, "Pending", std::nullopt, "w1", "", kT0 + 10s);
+  p = v.plan(kT0 + 10s + 600s);
+  CHECK(kube::getString(p.status, {"deployment", "state"}) == "Reverted");
+}
+
 TEST_CASE("plan: rollbackTo copies a kept version's template and keeps the counts") {
   World w(serviceJob("v1"));
   w.keepStatus(w.plan(kT0));
