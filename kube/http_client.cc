@@ -17,6 +17,7 @@
 
 #include <boost/asio/ssl.hpp>
 #include <cctype>
+#include <cstdlib>
 #include <system_error>
 
 namespace kube {
@@ -334,5 +335,9 @@ StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOption
 }
 
 void initHttpClientThreads(size_t threads) { crossplat::threadpool::initialize_with_threads(threads); }
+
+void trustOnlyConfigCa(const RestConfig& config) {
+  if (!config.caPem.empty()) setenv("SSL_CERT_FILE", "/dev/null", 1);
+}
 
 }  // namespace kube

@@ -99,4 +99,13 @@ inline constexpr int kCanceledCode = 499;
 // Sizes cpprest's shared thread pool (default 40). Call once, in main(), before any client exists.
 void initHttpClientThreads(size_t threads);
 
+// For a process whose only TLS peer is the API server of `config`: when the config carries a CA
+// (kubeconfig certificate-authority[-data], or the in-cluster service-account ca.crt), points
+// OpenSSL's default CA file at /dev/null. Every connection already trusts that CA alone (as
+// client-go does), but cpprest first loads the default verify paths into each connection's
+// context: the system bundle, ~140 certificates parsed and thrown away per connection (2.3 MiB of
+// the idle agent's heap peak; under ASan, most of the CPU of an operator's start). Calls setenv:
+// call in main(), before any other thread exists.
+void trustOnlyConfigCa(const RestConfig& config);
+
 }  // namespace kube

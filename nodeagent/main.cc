@@ -112,12 +112,8 @@ int main(int argc, char** argv) {
     std::cerr << "foxden-agent: " << cfg.status().message() << "\n";
     return 2;
   }
-  // With a CA in the kubeconfig the agent trusts that CA alone (kube/http_client.cc gives every
-  // connection a store holding only it), but cpprest first loads OpenSSL's default verify paths
-  // into each connection's context: the system bundle, ~140 certificates parsed and thrown away
-  // (2.3 MiB of the idle agent's 3.0 MiB heap peak, heaptrack). Nothing else in the agent verifies TLS peers, so the default
-  // file points at nothing (idle RSS 20.0 -> 18.3 MiB). Set while there is one thread (setenv).
-  if (!cfg->caPem.empty()) setenv("SSL_CERT_FILE", "/dev/null", 1);
+  // The system CA bundle is never parsed (idle RSS 20.0 -> 18.3 MiB); one thread exists here.
+  kube::trustOnlyConfigCa(*cfg);
   // cpprest's pool defaults to 40 threads; the agent's traffic is a handful of requests and one
   // watch, and every idle thread costs resident memory.
   kube::initHttpClientThreads(4);

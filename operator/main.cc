@@ -143,12 +143,13 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  kube::initHttpClientThreads(8);
   auto cfg = kubeconfig.empty() ? kube::loadInClusterConfig() : kube::loadKubeconfig(kubeconfig);
   if (!cfg) {
     log(cfg.status().message());
     return 2;
   }
+  kube::trustOnlyConfigCa(*cfg);  // while this is the only thread
+  kube::initHttpClientThreads(8);
   auto http = kube::newHttpClient(*cfg, {.userAgent = "foxden-operator"});
   if (!http) {
     log(http.status().message());

@@ -943,12 +943,13 @@ int main(int argc, char** argv) {
     }
     classes = std::move(*c);
   }
-  kube::initHttpClientThreads(std::max(4, o.threads));
   auto cfg = kube::loadKubeconfig(o.kubeconfig);
   if (!cfg) {
     std::cerr << "hollow: " << cfg.status().message() << "\n";
     return 2;
   }
+  kube::trustOnlyConfigCa(*cfg);  // while this is the only thread
+  kube::initHttpClientThreads(std::max(4, o.threads));
   // A short timeout: a request stuck on a connection to a restarted server must not hold a pool
   // thread (and with it other workers' lease renewals) for cpprest's default 30 s.
   kube::HttpClientOptions ho;
