@@ -14,9 +14,7 @@ WORKER_TOKEN=$(sed -n 's/^ *token: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$WORK/work
 ADMIN_TOKEN=$(admin_token)
 
 start_agent() {
-  # Under ASan: full stacks, so that tests/lsan.supp's libcpprest entry matches cpprest's TLS state
-  # kept past exit (the fast unwinder stops inside libcrypto, before reaching libcpprest).
-  LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}fast_unwind_on_malloc=0" "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$AGENT_DATA" \
+  "$FOXDEN_BIN/foxden-agent" --kubeconfig "$WORK/worker.kubeconfig" --name $NODE --data-dir "$AGENT_DATA" \
     --listen 127.0.0.1:0 --heartbeat-ms 500 >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
 }

@@ -9,9 +9,6 @@
 #   set_clock RFC3339            the operator's fake clock (--fake-clock-file $CLOCK_FILE)
 #   wait_until DESC SECONDS CMD  retries CMD every 0.2 s; pass, or fail after SECONDS (returns 0 either way)
 #   allocs_json [SELECTOR]       all Allocations as JSON (kubectl), for jq
-# Under ASan: full stack unwinding for leak reports, so that cpprest's TLS state kept past exit
-# (allocated inside libcrypto, which has no frame pointers) matches tests/lsan.supp's leak:libcpprest.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 declare -A HOLLOW_PIDS=()
 OPERATOR_PID=""
 OPERATOR_PORT=""
