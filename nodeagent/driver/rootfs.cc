@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sched.h>
@@ -115,6 +116,94 @@ StatusOr<std::string> memberName(const char* raw, const char* what) {
   return clean;
 }
 
+// libarchive is loaded on the first unpack, not linked: it and what it pulls in (libxml2, ICU,
+// nettle, lzma, zstd, lz4, bz2, acl) cost every agent 1.5 MiB of resident memory from its start
+// (docs/benchmarks.md), for a feature used only when an allocation names a rootfs tarball. The
+// header gives the types; the SONAME is libarchive 3's (Debian's libarchive13).
+constexpr const char* kLibarchiveSoname = "libarchive.so.13";
+struct Libarchive {
+#define FOXDEN_LA_FN(f) decltype(&::f) f = nullptr;  // NOLINT(bugprone-macro-parentheses): a declaration
+  FOXDEN_LA_FN(archive_read_new)
+  FOXDEN_LA_FN(archive_read_free)
+  FOXDEN_LA_FN(archive_write_disk_new)
+  FOXDEN_LA_FN(archive_write_free)
+  FOXDEN_LA_FN(archive_read_support_format_tar)
+  FOXDEN_LA_FN(archive_read_support_filter_gzip)
+  FOXDEN_LA_FN(archive_read_support_filter_bzip2)
+  FOXDEN_LA_FN(archive_read_support_filter_xz)
+  FOXDEN_LA_FN(archive_read_support_filter_zstd)
+  FOXDEN_LA_FN(archive_read_support_filter_lz4)
+  FOXDEN_LA_FN(archive_write_disk_set_options)
+  FOXDEN_LA_FN(archive_read_open)
+  FOXDEN_LA_FN(archive_error_string)
+  FOXDEN_LA_FN(archive_read_next_header)
+  FOXDEN_LA_FN(archive_entry_pathname)
+  FOXDEN_LA_FN(archive_entry_set_pathname)
+  FOXDEN_LA_FN(archive_entry_hardlink)
+  FOXDEN_LA_FN(archive_entry_set_hardlink)
+  FOXDEN_LA_FN(archive_entry_filetype)
+  FOXDEN_LA_FN(archive_entry_set_perm)
+  FOXDEN_LA_FN(archive_entry_perm)
+  FOXDEN_LA_FN(archive_entry_size_is_set)
+  FOXDEN_LA_FN(archive_entry_size)
+  FOXDEN_LA_FN(archive_write_header)
+  FOXDEN_LA_FN(archive_read_data_block)
+  FOXDEN_LA_FN(archive_write_data_block)
+  FOXDEN_LA_FN(archive_write_finish_entry)
+  FOXDEN_LA_FN(archive_write_close)
+  FOXDEN_LA_FN(archive_set_error)
+#undef FOXDEN_LA_FN
+};
+
+// Loads libarchive once (thread-safe); after a failure every call returns the same error.
+StatusOr<const Libarchive*> loadLibarchive() {
+  static const StatusOr<const Libarchive*> loaded = []() -> StatusOr<const Libarchive*> {
+    void* h = ::dlopen(kLibarchiveSoname, RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) return Status::internal(std::string("rootfs tarballs need libarchive: ") + ::dlerror());
+    static Libarchive api;
+    std::string missing;
+#define FOXDEN_LA_FN(f)                                                   \
+  api.f = reinterpret_cast<decltype(api.f)>(::dlsym(h, #f));              \
+  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + #f;
+    FOXDEN_LA_FN(archive_read_new)
+    FOXDEN_LA_FN(archive_read_free)
+    FOXDEN_LA_FN(archive_write_disk_new)
+    FOXDEN_LA_FN(archive_write_free)
+    FOXDEN_LA_FN(archive_read_support_format_tar)
+    FOXDEN_LA_FN(archive_read_support_filter_gzip)
+    FOXDEN_LA_FN(archive_read_support_filter_bzip2)
+    FOXDEN_LA_FN(archive_read_support_filter_xz)
+    FOXDEN_LA_FN(archive_read_support_filter_zstd)
+    FOXDEN_LA_FN(archive_read_support_filter_lz4)
+    FOXDEN_LA_FN(archive_write_disk_set_options)
+    FOXDEN_LA_FN(archive_read_open)
+    FOXDEN_LA_FN(archive_error_string)
+    FOXDEN_LA_FN(archive_read_next_header)
+    FOXDEN_LA_FN(archive_entry_pathname)
+    FOXDEN_LA_FN(archive_entry_set_pathname)
+    FOXDEN_LA_FN(archive_entry_hardlink)
+    FOXDEN_LA_FN(archive_entry_set_hardlink)
+    FOXDEN_LA_FN(archive_entry_filetype)
+    FOXDEN_LA_FN(archive_entry_set_perm)
+    FOXDEN_LA_FN(archive_entry_perm)
+    FOXDEN_LA_FN(archive_entry_size_is_set)
+    FOXDEN_LA_FN(archive_entry_size)
+    FOXDEN_LA_FN(archive_write_header)
+    FOXDEN_LA_FN(archive_read_data_block)
+    FOXDEN_LA_FN(archive_write_data_block)
+    FOXDEN_LA_FN(archive_write_finish_entry)
+    FOXDEN_LA_FN(archive_write_close)
+    FOXDEN_LA_FN(archive_set_error)
+#undef FOXDEN_LA_FN
+    if (!missing.empty()) return Status::internal(std::string(kLibarchiveSoname) + " lacks " + missing);
+    return &api;
+  }();
+  return loaded;
+}
+
+// The loaded library, for code that runs only after loadLibarchive() succeeded.
+const Libarchive& la() { return **loadLibarchive(); }
+
 struct ReadContext {
   int fd;
   Sha256* hash;
@@ -127,7 +216,7 @@ la_ssize_t readCallback(struct archive* a, void* opaque, const void** out) {
     ssize_t n = ::read(c->fd, c->buf->data(), c->buf->size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      archive_set_error(a, errno, "read: %s", std::strerror(errno));
+      la().archive_set_error(a, errno, "read: %s", std::strerror(errno));
       return -1;
     }
     c->hash->update(c->buf->data(), static_cast<size_t>(n));
@@ -137,10 +226,10 @@ la_ssize_t readCallback(struct archive* a, void* opaque, const void** out) {
 }
 
 struct ArchiveFree {
-  void operator()(struct archive* a) const { archive_read_free(a); }
+  void operator()(struct archive* a) const { la().archive_read_free(a); }
 };
 struct DiskFree {
-  void operator()(struct archive* a) const { archive_write_free(a); }
+  void operator()(struct archive* a) const { la().archive_write_free(a); }
 };
 
 struct UnpackStats {
@@ -152,84 +241,84 @@ struct UnpackStats {
 // its own cwd (unshare(CLONE_FS)): libarchive's secure checks work on names relative to it.
 Status extractHere(int fd, Sha256& hash, const RootfsOptions& o, UnpackStats& stats) {
   std::vector<char> buf(kReadChunk);
-  std::unique_ptr<struct archive, ArchiveFree> in(archive_read_new());
-  std::unique_ptr<struct archive, DiskFree> out(archive_write_disk_new());
+  std::unique_ptr<struct archive, ArchiveFree> in(la().archive_read_new());
+  std::unique_ptr<struct archive, DiskFree> out(la().archive_write_disk_new());
   if (!in || !out) return Status::internal("libarchive: out of memory");
   // Tar (ustar, pax, GNU) only, compressed or not; no formats or filters run external programs.
-  archive_read_support_format_tar(in.get());
-  archive_read_support_filter_gzip(in.get());
-  archive_read_support_filter_bzip2(in.get());
-  archive_read_support_filter_xz(in.get());
-  archive_read_support_filter_zstd(in.get());
-  archive_read_support_filter_lz4(in.get());
+  la().archive_read_support_format_tar(in.get());
+  la().archive_read_support_filter_gzip(in.get());
+  la().archive_read_support_filter_bzip2(in.get());
+  la().archive_read_support_filter_xz(in.get());
+  la().archive_read_support_filter_zstd(in.get());
+  la().archive_read_support_filter_lz4(in.get());
   // No OWNER (everything stays the agent's), no XATTR (security.capability would grant file
   // capabilities), no ACL/FFLAGS; PERM restores modes after we strip setuid/setgid.
-  archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+  la().archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                                                 ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_PERM |
                                                 ARCHIVE_EXTRACT_TIME);
   ReadContext rc{fd, &hash, &buf};
-  if (archive_read_open(in.get(), &rc, nullptr, readCallback, nullptr) != ARCHIVE_OK) {
-    return Status::invalid(std::string("not a tarball: ") + archive_error_string(in.get()));
+  if (la().archive_read_open(in.get(), &rc, nullptr, readCallback, nullptr) != ARCHIVE_OK) {
+    return Status::invalid(std::string("not a tarball: ") + la().archive_error_string(in.get()));
   }
   for (;;) {
     struct archive_entry* e = nullptr;
-    int r = archive_read_next_header(in.get(), &e);
+    int r = la().archive_read_next_header(in.get(), &e);
     if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return Status::invalid(std::string("bad tarball: ") + archive_error_string(in.get()));
+    if (r < ARCHIVE_WARN) return Status::invalid(std::string("bad tarball: ") + la().archive_error_string(in.get()));
     if (++stats.entries > o.maxEntries) {
       return Status::invalid("tarball has more than " + std::to_string(o.maxEntries) + " entries");
     }
-    auto name = memberName(archive_entry_pathname(e), "entry");
+    auto name = memberName(la().archive_entry_pathname(e), "entry");
     if (!name) return name.status();
     if (name->empty()) continue;  // "./": the tree itself
-    archive_entry_set_pathname(e, name->c_str());
-    const char* link = archive_entry_hardlink(e);
+    la().archive_entry_set_pathname(e, name->c_str());
+    const char* link = la().archive_entry_hardlink(e);
     if (link != nullptr) {
       auto target = memberName(link, ("hard link " + *name + " ->").c_str());
       if (!target) return target.status();
       if (target->empty()) return Status::invalid("hard link " + *name + " points at the tree's root");
-      archive_entry_set_hardlink(e, target->c_str());
+      la().archive_entry_set_hardlink(e, target->c_str());
     } else {
-      mode_t type = archive_entry_filetype(e);
+      mode_t type = la().archive_entry_filetype(e);
       if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
         return Status::invalid("entry '" + *name + "': device nodes, FIFOs and sockets are not allowed");
       }
     }
-    archive_entry_set_perm(e, archive_entry_perm(e) & 01777);  // no setuid/setgid
-    if (archive_entry_size_is_set(e) != 0 && archive_entry_size(e) > 0) {
-      stats.bytes += static_cast<uint64_t>(archive_entry_size(e));
+    la().archive_entry_set_perm(e, la().archive_entry_perm(e) & 01777);  // no setuid/setgid
+    if (la().archive_entry_size_is_set(e) != 0 && la().archive_entry_size(e) > 0) {
+      stats.bytes += static_cast<uint64_t>(la().archive_entry_size(e));
       if (stats.bytes > o.maxBytes) {
         return Status::invalid("tarball unpacks to more than " + std::to_string(o.maxBytes) + " bytes");
       }
     }
-    if (archive_write_header(out.get(), e) < ARCHIVE_WARN) {
-      return Status::invalid("entry '" + *name + "': " + archive_error_string(out.get()));
+    if (la().archive_write_header(out.get(), e) < ARCHIVE_WARN) {
+      return Status::invalid("entry '" + *name + "': " + la().archive_error_string(out.get()));
     }
     uint64_t written = 0;
     for (;;) {
       const void* block = nullptr;
       size_t size = 0;
       la_int64_t offset = 0;
-      r = archive_read_data_block(in.get(), &block, &size, &offset);
+      r = la().archive_read_data_block(in.get(), &block, &size, &offset);
       if (r == ARCHIVE_EOF) break;
       if (r < ARCHIVE_WARN) {
-        return Status::invalid("entry '" + *name + "': " + archive_error_string(in.get()));
+        return Status::invalid("entry '" + *name + "': " + la().archive_error_string(in.get()));
       }
       written += size;
-      if (written > static_cast<uint64_t>(std::max<la_int64_t>(archive_entry_size(e), 0))) {
+      if (written > static_cast<uint64_t>(std::max<la_int64_t>(la().archive_entry_size(e), 0))) {
         return Status::invalid("entry '" + *name + "': more data than its header says");
       }
-      if (archive_write_data_block(out.get(), block, size, offset) < ARCHIVE_WARN) {
-        return Status::invalid("entry '" + *name + "': " + archive_error_string(out.get()));
+      if (la().archive_write_data_block(out.get(), block, size, offset) < ARCHIVE_WARN) {
+        return Status::invalid("entry '" + *name + "': " + la().archive_error_string(out.get()));
       }
     }
-    if (archive_write_finish_entry(out.get()) < ARCHIVE_WARN) {
-      return Status::invalid("entry '" + *name + "': " + archive_error_string(out.get()));
+    if (la().archive_write_finish_entry(out.get()) < ARCHIVE_WARN) {
+      return Status::invalid("entry '" + *name + "': " + la().archive_error_string(out.get()));
     }
   }
   // Directory modes and times are applied here (libarchive defers them).
-  if (archive_write_close(out.get()) != ARCHIVE_OK) {
-    return Status::internal(std::string("finish unpack: ") + archive_error_string(out.get()));
+  if (la().archive_write_close(out.get()) != ARCHIVE_OK) {
+    return Status::internal(std::string("finish unpack: ") + la().archive_error_string(out.get()));
   }
   // Whatever follows the end-of-archive marker is part of the file, hence of the digest.
   return hashRest(fd, hash, buf);
@@ -301,6 +390,7 @@ StatusOr<std::string> RootfsCache::prepare(const std::string& path, const std::s
 }
 
 Status RootfsCache::unpack(const std::string& path, const std::string& sha256, const std::string& final) {
+  if (auto lib = loadLibarchive(); !lib) return lib.status();
   auto t0 = std::chrono::steady_clock::now();
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return Status::invalid("rootfs.path " + path + ": " + errnoText(errno));
