@@ -3,7 +3,6 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -270,9 +269,8 @@ struct Reply {
   int32_t inCgroup;
 };
 
-// Receives one request and its fds (close-on-exec). Returns its length (0 or less: the peer is
-// gone); *truncated when the bytes or the fds did not fit.
-ssize_t receive(int sock, char* buf, std::vector<int>& fds, bool* truncated) {
+// One request: receive, decode, clone, close what was received, reply. False: the agent is gone.
+bool serveOne(int sock, char* buf) {
   iovec iov{buf, kMaxRequest};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msghdr msg{};
@@ -282,7 +280,8 @@ ssize_t receive(int sock, char* buf, std::vector<int>& fds, bool* truncated) {
   msg.msg_controllen = sizeof control;
   ssize_t n;
   do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-  if (n <= 0) return n;
+  if (n <= 0) return false;
+  std::vector<int> fds;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -293,129 +292,19 @@ ssize_t receive(int sock, char* buf, std::vector<int>& fds, bool* truncated) {
       fds.push_back(fd);
     }
   }
-  *truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
-  return n;
-}
-
-// Sends `n` bytes of `buf` with `fds` (SCM_RIGHTS; at most kMaxFds). False if it did not all go.
-bool sendWithFds(int sock, const char* buf, size_t n, const std::vector<int>& fds) {
-  iovec iov{const_cast<char*>(buf), n};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t w;
-  do w = sendmsg(sock, &msg, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
-  return w == static_cast<ssize_t>(n);
-}
-
-// Maps the request's trace memfd (where the init timestamps its steps) into d.spec.traceNs.
-// Returns the mapping, MAP_FAILED if there is none.
-void* mapTrace(Decoded& d) {
-  if (d.traceFd < 0) return MAP_FAILED;
-  void* trace = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, d.traceFd, 0);
-  if (trace != MAP_FAILED) d.spec.traceNs = static_cast<uint64_t*>(trace);
-  return trace;
-}
-
-// ---- the spare init ------------------------------------------------------------------------------
-// Cloning the init is a round trip through the zygote and a clone with four new namespaces: 0.9-3
-// ms of a start on 2 busy CPUs (docs/benchmarks.md). So the zygote keeps one init cloned ahead,
-// with the namespaces of the last isolated request (all but the mount namespace, which it
-// unshares when its request comes, so that it is a copy of the host's mounts as they are then),
-// blocked on a socket until it gets a request of its own. The next request with the same namespace flags whose init joins its cgroups itself
-// (cgroup v1; on v2 the zygote clones into the cgroup with clone3) is forwarded to it unchanged
-// (bytes and fds) and answered at once with its pid; the zygote clones the next spare once it has
-// been idle for kSpareDelayMs, so that this clone does not compete with the start just handed over.
-// The spare is cloned with CLONE_PARENT too: the agent's child, as any init. It exits when the
-// zygote goes (EOF), having done nothing.
-constexpr int kSpareDelayMs = 50;
-
-struct Spare {
-  pid_t pid = -1;
-  int sock = -1;  // the zygote's end
-  uint64_t nsFlags = 0;
-};
-
-int spareMain(void* arg) {
-  const int sock = static_cast<int>(reinterpret_cast<intptr_t>(arg));
-  prctl(PR_SET_NAME, "foxden-spare", 0, 0, 0);
-  // Only its own socket: in particular not the zygote's end of the agent's socketpair.
-  if (sock > 3) syscall(SYS_close_range, 3, sock - 1, 0);
-  syscall(SYS_close_range, sock + 1, ~0U, 0);
-  static char buf[kMaxRequest];
-  std::vector<int> fds;
-  bool truncated = false;
-  ssize_t n = receive(sock, buf, fds, &truncated);
-  close(sock);
-  if (n <= 0 || truncated) return 0;  // the zygote is gone (or sent garbage): nothing started
-  Decoded d;
-  Reader r{buf, buf + n, fds, d.strings};
-  if (!decode(r, d)) return 127;  // the zygote decoded the same bytes before forwarding them
-  // The mount namespace is copied now, not when the spare was made: mounts the host made since
-  // (a volume's filesystem) must be there as for any init.
-  if ((d.nsFlags & CLONE_NEWNS) != 0 && unshare(CLONE_NEWNS) < 0) return 127;
-  mapTrace(d);
-  return init::taskInitMain(&d.spec);
-}
-
-// Clones a spare for `nsFlags`; leaves `spare` empty if that fails (starts then clone as before).
-void makeSpare(Spare& spare, uint64_t nsFlags) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
-  void* stack = mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  pid_t pid = -1;
-  if (stack != MAP_FAILED) {
-    // Its mount namespace comes later (spareMain): a copy made now would go stale.
-    const uint64_t flags = (nsFlags & ~static_cast<uint64_t>(CLONE_NEWNS)) | CLONE_PARENT;
-    pid = clone(spareMain, static_cast<char*>(stack) + kInitStackSize, static_cast<int>(flags) | SIGCHLD,
-                reinterpret_cast<void*>(static_cast<intptr_t>(sv[1])));
-    munmap(stack, kInitStackSize);  // the child has its own copy (no CLONE_VM)
-  }
-  close(sv[1]);
-  if (pid < 0) {
-    close(sv[0]);
-    return;
-  }
-  spare = {pid, sv[0], nsFlags};
-}
-
-// One request: receive, decode, hand to the spare or clone, close what was received, reply.
-// False: the agent is gone. *wantSpare: the flags a new spare should have (0: none wanted).
-bool serveOne(int sock, char* buf, Spare& spare, uint64_t* wantSpare) {
-  std::vector<int> fds;
-  bool truncated = false;
-  ssize_t n = receive(sock, buf, fds, &truncated);
-  if (n <= 0) return false;
   Reply reply{-1, EPROTO, 0};
-  if (!truncated) {
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
     Decoded d;
     Reader r{buf, buf + n, fds, d.strings};
     if (decode(r, d)) {
-      const bool spareFits = d.cgroupFd < 0 && d.nsFlags != 0;
-      if (spareFits && spare.pid > 0 && spare.nsFlags == d.nsFlags) {
-        if (sendWithFds(spare.sock, buf, static_cast<size_t>(n), fds)) {
-          reply = {spare.pid, 0, 1};  // joins its cgroups itself, as an init cloned here would
-        }
-        close(spare.sock);
-        spare = {};
+      void* trace = MAP_FAILED;
+      if (d.traceFd >= 0) {
+        trace = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, d.traceFd, 0);
+        if (trace != MAP_FAILED) d.spec.traceNs = static_cast<uint64_t*>(trace);
       }
-      if (reply.pid < 0) {
-        void* trace = mapTrace(d);  // the clone inherits the mapping
-        SpawnResult res = spawnInit(d.spec, d.nsFlags, d.cgroupFd, /*cloneParent=*/true);
-        reply = {res.pid, res.err, res.inCgroup ? 1 : 0};
-        if (trace != MAP_FAILED) munmap(trace, 4096);
-      }
-      if (spareFits && spare.pid < 0) *wantSpare = d.nsFlags;
+      SpawnResult res = spawnInit(d.spec, d.nsFlags, d.cgroupFd, /*cloneParent=*/true);
+      reply = {res.pid, res.err, res.inCgroup ? 1 : 0};
+      if (trace != MAP_FAILED) munmap(trace, 4096);
     }
   }
   // The init has its own copies; ours would keep its pipes open (no EOF for the agent).
@@ -438,18 +327,7 @@ bool serveOne(int sock, char* buf, Spare& spare, uint64_t* wantSpare) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   static char buf[kMaxRequest];  // touched only as far as the largest request
-  Spare spare;
-  uint64_t wantSpare = 0;  // namespace flags of the spare to clone once idle; 0: none
-  for (;;) {
-    pollfd p{sock, POLLIN, 0};
-    int ready = poll(&p, 1, wantSpare != 0 ? kSpareDelayMs : -1);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
-      makeSpare(spare, wantSpare);
-      wantSpare = 0;
-      continue;
-    }
-    if (!serveOne(sock, buf, spare, &wantSpare)) break;
+  while (serveOne(sock, buf)) {
   }
   _exit(0);
 }
@@ -507,16 +385,28 @@ std::optional<SpawnResult> zygoteSpawn(int zygoteFd, const init::InitSpec& spec,
   Writer w;
   encode(w, spec, nsFlags, cgroupFd, traceFd);
   if (w.bytes.size() > kMaxRequest || w.fds.size() > kMaxFds) return std::nullopt;
+  iovec iov{w.bytes.data(), w.bytes.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * w.fds.size());
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * w.fds.size());
+  std::memcpy(CMSG_DATA(c), w.fds.data(), sizeof(int) * w.fds.size());
+
   static std::mutex mu;  // one request in flight: replies carry no request id
   static bool dead = false;
   std::lock_guard lock(mu);
   if (dead) return std::nullopt;
-  errno = 0;
-  const bool sent = sendWithFds(zygoteFd, w.bytes.data(), w.bytes.size(), w.fds);
-  if (!sent && errno == EMSGSIZE) return std::nullopt;  // this spec only: clone from the agent
+  ssize_t n;
+  do n = sendmsg(zygoteFd, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EMSGSIZE) return std::nullopt;  // this spec only: clone from the agent
   Reply reply{};
-  ssize_t n = -1;
-  if (sent) {
+  if (n == static_cast<ssize_t>(w.bytes.size())) {
     do n = recv(zygoteFd, &reply, sizeof reply, 0); while (n < 0 && errno == EINTR);
   }
   if (n != static_cast<ssize_t>(sizeof reply)) {

@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -647,37 +646,6 @@ void checkZygote(pid_t zygote) {
   }
   check(r.started && ppid == std::to_string(getpid()), "the zygote's init has the driver's process as parent",
         "PPid " + ppid + " " + r.startError);
-
-  // The spare init: cloned ahead once the zygote is idle, a child of ours like any init. The
-  // start it serves must see the host's mounts as they are at that start, not as they were when
-  // the spare was made: a tmpfs mounted now on the task's local dir must be what /local shows.
-  auto spareChild = [] {
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::string stat = slurp(e.path().string() + "/stat");
-      size_t close = stat.rfind(')');
-      if (stat.find("(foxden-spare)") == std::string::npos || close == std::string::npos) continue;
-      std::istringstream rest(stat.substr(close + 2));
-      std::string state, parent;
-      rest >> state >> parent;
-      if (parent == std::to_string(getpid())) return true;
-    }
-    return false;
-  };
-  bool spare = false;
-  for (int i = 0; i < 250 && !spare; ++i) {
-    spare = spareChild();
-    if (!spare) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  check(spare, "the zygote keeps a spare init, a child of the driver's process", spare ? "" : "none seen in 5 s");
-  auto late = makeLaunch("spare-late-mount", sh("cat /local/late"));
-  const std::string local = late.launch.taskDir + "/local";
-  const bool mounted = mount("tmpfs", local.c_str(), "tmpfs", 0, "mode=0755") == 0;
-  if (mounted) std::ofstream(local + "/late") << "mounted after the spare\n";
-  auto rl = run(*d, late);
-  if (mounted) umount2(local.c_str(), MNT_DETACH);
-  check(mounted && rl.started && contains(rl.out, "mounted after the spare"),
-        "a start served by the spare sees a host mount made after the spare was cloned",
-        exitText(rl.exit) + " " + rl.startError + " out=" + rl.out);
 
   if (zygote > 0) {
     kill(zygote, SIGKILL);
