@@ -235,6 +235,8 @@ const char* stepName(Step step) {
 
 int taskInitMain(void* arg) {
   const InitSpec& s = *static_cast<const InitSpec*>(arg);
+  // In ps: not the name of what cloned us (foxden-agent or foxden-zygote).
+  prctl(PR_SET_NAME, "foxden-init", 0, 0, 0);
 
   // clone() gave us copies of the agent's own pipe ends. Holding its write end would keep our
   // read from ever seeing EOF if the agent died before releasing us (we would hang forever, and a
