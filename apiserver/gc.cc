@@ -163,11 +163,7 @@ void GarbageCollector::upsert(const std::string& key, int64_t rv, const std::str
   for (const auto& o : n.owners) dependents_[o].insert(uid);
   if (!n.ns.empty()) {
     members_[n.ns].insert(uid);
-    if (auto nsUid = uidOfKey_.find("core/namespaces//" + n.ns); nsUid != uidOfKey_.end()) {
-      if (auto ns = nodes_.find(nsUid->second); ns != nodes_.end() && ns->second.deleting) {
-        dirtyNamespaces_.insert(n.ns);
-      }
-    }
+    if (deletingNamespace(n.ns) != nullptr) dirtyNamespaces_.insert(n.ns);
   }
   if (!n.owners.empty() || n.deleting) dirty_.insert(uid);
   if (n.isNamespace && n.deleting) dirtyNamespaces_.insert(n.name);
@@ -189,13 +185,15 @@ void GarbageCollector::erase(const std::string& key, int64_t rv) {
   if (auto deps = dependents_.find(uid); deps != dependents_.end()) {
     dirty_.insert(deps->second.begin(), deps->second.end());
   }
-  if (!n.ns.empty()) {
-    if (auto nsUid = uidOfKey_.find("core/namespaces//" + n.ns); nsUid != uidOfKey_.end()) {
-      if (auto ns = nodes_.find(nsUid->second); ns != nodes_.end() && ns->second.deleting) {
-        dirtyNamespaces_.insert(n.ns);
-      }
-    }
-  }
+  if (!n.ns.empty() && deletingNamespace(n.ns) != nullptr) dirtyNamespaces_.insert(n.ns);
+}
+
+// A namespace being deleted must re-check its contents whenever one of them changes or goes.
+const GarbageCollector::Node* GarbageCollector::deletingNamespace(const std::string& name) const {
+  auto nsUid = uidOfKey_.find("core/namespaces//" + name);
+  if (nsUid == uidOfKey_.end()) return nullptr;
+  auto it = nodes_.find(nsUid->second);
+  return it != nodes_.end() && it->second.deleting ? &it->second : nullptr;
 }
 
 // Removes a node's edges (not the node): from its owners' dependent sets, and from its
@@ -312,10 +310,9 @@ size_t GarbageCollector::processObject(const std::string& uid) {
 }
 
 size_t GarbageCollector::processNamespace(const std::string& name) {
-  auto nsUid = uidOfKey_.find("core/namespaces//" + name);
-  if (nsUid == uidOfKey_.end()) return 0;
-  auto it = nodes_.find(nsUid->second);
-  if (it == nodes_.end() || !it->second.deleting || !it->second.rt) return 0;
+  const Node* ns = deletingNamespace(name);
+  if (ns == nullptr || !ns->rt) return 0;
+  const auto nsType = ns->rt;
   size_t writes = 0;
   bool failed = false;
   auto m = members_.find(name);
@@ -333,7 +330,7 @@ size_t GarbageCollector::processNamespace(const std::string& name) {
       failed |= retryable(r.status());
     }
   } else {
-    auto r = api_.modify(it->second.rt, "", name, [](Json& x) {
+    auto r = api_.modify(nsType, "", name, [](Json& x) {
       JsonValue* f = kube::find(x, {"spec", "finalizers"});
       if (f != nullptr && f->IsArray()) f->Clear();
       return kube::Status::ok();

@@ -62,6 +62,7 @@ class GarbageCollector {
   void upsert(const std::string& key, int64_t rv, const std::string& json);
   void erase(const std::string& key, int64_t rv);
   void unlink(const std::string& uid, const Node& n);
+  const Node* deletingNamespace(const std::string& name) const;  // nullptr: absent or not deleting
   size_t processDirty();
   size_t processObject(const std::string& uid);
   size_t processNamespace(const std::string& name);
