@@ -5,8 +5,13 @@
 // the end, also after failed checks.
 
 #include <dirent.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <libcgroup.h>
+#include <link.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -458,6 +463,45 @@ void checkConcurrentStarts(nodeagent::Driver& d) {
   check(ok, "4 tasks started concurrently from 4 threads", detail);
 }
 
+// libcgroup's mount table after the driver's first use of libcgroup (nodeagent/driver/cgroup.cc
+// hands back its all-zero pages): still answers every mounted controller, and only the pages that
+// hold data are resident.
+void checkLibcgroupTable() {
+  bool intact = true;
+  std::string detail;
+  for (const char* c : {"cpu", "memory", "pids", "devices", "freezer"}) {
+    char* mnt = nullptr;
+    const std::string want = std::string("/sys/fs/cgroup/") + c;
+    if (access(want.c_str(), F_OK) != 0) continue;
+    const bool ok = cgroup_get_subsys_mount_point(const_cast<char*>(c), &mnt) == 0 && mnt != nullptr &&
+                    std::filesystem::equivalent(mnt, want);
+    if (!ok) {
+      intact = false;
+      detail += std::string(c) + "=" + (mnt != nullptr ? mnt : "none") + " ";
+    }
+    free(mnt);
+  }
+  check(intact, "libcgroup's mount table answers every controller after its zero pages were handed back", detail);
+  void* table = dlsym(RTLD_DEFAULT, "cg_mount_table");
+  Dl_info info{};
+  void* entry = nullptr;
+  if (table == nullptr || dladdr1(table, &info, &entry, RTLD_DL_SYMENT) == 0 || entry == nullptr) {
+    std::cout << "  (no cg_mount_table symbol in this libcgroup: residency not checked)\n";
+    return;
+  }
+  const size_t size = static_cast<const ElfW(Sym)*>(entry)->st_size;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(table) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(table) + size) / page * page;
+  std::vector<unsigned char> resident((end - begin) / page);
+  size_t inCore = 0;
+  if (mincore(reinterpret_cast<void*>(begin), end - begin, resident.data()) == 0) {
+    for (unsigned char r : resident) inCore += r & 1;
+  }
+  check(inCore * 4 < resident.size(), "libcgroup's mount table is mostly not resident after init",
+        std::to_string(inCore) + " of " + std::to_string(resident.size()) + " pages resident");
+}
+
 void checkReattach() {
   auto a = nodeagent::newExecDriver(gFix->opts);
   auto l = makeLaunch("reattach", sh("sleep 1; exit 7"));
@@ -696,6 +740,7 @@ int main() {
     checkDevices(*d);
     checkConcurrentStarts(*d);
   }
+  checkLibcgroupTable();
   checkReattach();
   checkRawExec();
   checkZygote(zygotePid);  // last: it kills the zygote
