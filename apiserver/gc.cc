@@ -239,16 +239,28 @@ bool retryable(const kube::Status& st) { return !st.isOk() && st.code() != 404 &
 
 }  // namespace
 
+void GarbageCollector::Tally::count(const kube::Status& st) {
+  if (st.isOk()) ++writes;
+  failed |= retryable(st);
+}
+
+void GarbageCollector::deleteEach(const std::unordered_set<std::string>& uids, const char* policy, Tally& tally) {
+  DeleteOptions options;
+  options.propagationPolicy = policy;
+  std::vector<std::string> copy(uids.begin(), uids.end());
+  for (const auto& uid : copy) {
+    auto it = nodes_.find(uid);
+    if (it == nodes_.end() || !it->second.rt || it->second.deleting) continue;
+    options.preconditionUid = uid;
+    tally.count(api_.remove(it->second.rt, it->second.ns, it->second.name, options).status());
+  }
+}
+
 size_t GarbageCollector::processObject(const std::string& uid) {
   auto it = nodes_.find(uid);
   if (it == nodes_.end() || !it->second.rt) return 0;
   const Node& n = it->second;
-  size_t writes = 0;
-  bool failed = false;
-  auto count = [&](const kube::Status& st) {
-    if (st.isOk()) ++writes;
-    failed |= retryable(st);
-  };
+  Tally tally;
 
   if (!n.deleting) {
     // A dependent whose owners are all gone follows them.
@@ -259,7 +271,7 @@ size_t GarbageCollector::processObject(const std::string& uid) {
       DeleteOptions background;
       background.propagationPolicy = "Background";
       background.preconditionUid = uid;  // not a namesake created since
-      count(api_.remove(n.rt, n.ns, n.name, background).status());
+      tally.count(api_.remove(n.rt, n.ns, n.name, background).status());
     }
   } else if (n.orphan) {
     // Orphan: the dependents lose their reference to this owner, then the finalizer goes.
@@ -268,7 +280,7 @@ size_t GarbageCollector::processObject(const std::string& uid) {
     for (const auto& depUid : deps) {
       auto dep = nodes_.find(depUid);
       if (dep == nodes_.end() || !dep->second.rt) continue;
-      count(api_.modify(dep->second.rt, dep->second.ns, dep->second.name, [&](Json& x) {
+      tally.count(api_.modify(dep->second.rt, dep->second.ns, dep->second.name, [&](Json& x) {
                   JsonValue* refs = kube::find(x, {"metadata", "ownerReferences"});
                   if (refs != nullptr && refs->IsArray()) {
                     for (auto r = refs->Begin(); r != refs->End();) {
@@ -278,8 +290,8 @@ size_t GarbageCollector::processObject(const std::string& uid) {
                   return kube::Status::ok();
                 }).status());
     }
-    if (!failed) {
-      count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
+    if (!tally.failed) {
+      tally.count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
                   removeFinalizer(x, "orphan");
                   return kube::Status::ok();
                 }).status());
@@ -289,57 +301,36 @@ size_t GarbageCollector::processObject(const std::string& uid) {
     // finalizer goes once the last of them is gone.
     auto d = dependents_.find(uid);
     if (d != dependents_.end() && !d->second.empty()) {
-      DeleteOptions fg;
-      fg.propagationPolicy = "Foreground";
-      std::vector<std::string> deps(d->second.begin(), d->second.end());
-      for (const auto& depUid : deps) {
-        auto dep = nodes_.find(depUid);
-        if (dep == nodes_.end() || !dep->second.rt || dep->second.deleting) continue;
-        fg.preconditionUid = depUid;
-        count(api_.remove(dep->second.rt, dep->second.ns, dep->second.name, fg).status());
-      }
+      deleteEach(d->second, "Foreground", tally);
     } else {
-      count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
+      tally.count(api_.modify(n.rt, n.ns, n.name, [](Json& x) {
                   removeFinalizer(x, "foregroundDeletion");
                   return kube::Status::ok();
                 }).status());
     }
   }
-  if (failed) retry_.insert(uid);
-  return writes;
+  if (tally.failed) retry_.insert(uid);
+  return tally.writes;
 }
 
 size_t GarbageCollector::processNamespace(const std::string& name) {
   const Node* ns = deletingNamespace(name);
   if (ns == nullptr || !ns->rt) return 0;
   const auto nsType = ns->rt;
-  size_t writes = 0;
-  bool failed = false;
+  Tally tally;
   auto m = members_.find(name);
   if (m != members_.end() && !m->second.empty()) {
     // Terminating: delete the contents; the namespace is finalized once they are all gone.
-    DeleteOptions background;
-    background.propagationPolicy = "Background";
-    std::vector<std::string> uids(m->second.begin(), m->second.end());
-    for (const auto& uid : uids) {
-      auto o = nodes_.find(uid);
-      if (o == nodes_.end() || !o->second.rt || o->second.deleting) continue;
-      background.preconditionUid = uid;
-      auto r = api_.remove(o->second.rt, name, o->second.name, background);
-      if (r) ++writes;
-      failed |= retryable(r.status());
-    }
+    deleteEach(m->second, "Background", tally);
   } else {
-    auto r = api_.modify(nsType, "", name, [](Json& x) {
+    tally.count(api_.modify(nsType, "", name, [](Json& x) {
       JsonValue* f = kube::find(x, {"spec", "finalizers"});
       if (f != nullptr && f->IsArray()) f->Clear();
       return kube::Status::ok();
-    }, "finalize");
-    if (r) ++writes;
-    failed |= retryable(r.status());
+    }, "finalize").status());
   }
-  if (failed) retryNamespaces_.insert(name);
-  return writes;
+  if (tally.failed) retryNamespaces_.insert(name);
+  return tally.writes;
 }
 
 }  // namespace apiserver

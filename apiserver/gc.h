@@ -66,6 +66,16 @@ class GarbageCollector {
   size_t processDirty();
   size_t processObject(const std::string& uid);
   size_t processNamespace(const std::string& name);
+  // The writes of one look at an object or a namespace: those that succeeded, and whether one
+  // failed in a way worth a retry.
+  struct Tally {
+    size_t writes = 0;
+    bool failed = false;
+    void count(const kube::Status& st);
+  };
+  // Deletes with `policy` each of `uids` still known and not being deleted already, each on the
+  // condition that its uid is unchanged (never a namesake created since).
+  void deleteEach(const std::unordered_set<std::string>& uids, const char* policy, Tally& tally);
 
   Storage& storage_;
   Registry& registry_;
