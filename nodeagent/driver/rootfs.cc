@@ -121,38 +121,42 @@ StatusOr<std::string> memberName(const char* raw, const char* what) {
 // (docs/benchmarks.md), for a feature used only when an allocation names a rootfs tarball. The
 // header gives the types; the SONAME is libarchive 3's (Debian's libarchive13).
 constexpr const char* kLibarchiveSoname = "libarchive.so.13";
+// The functions used, once: the struct's members and the loader's dlsym calls are made from it.
+#define FOXDEN_LIBARCHIVE_FUNCTIONS(X) \
+  X(archive_read_new) \
+  X(archive_read_free) \
+  X(archive_write_disk_new) \
+  X(archive_write_free) \
+  X(archive_read_support_format_tar) \
+  X(archive_read_support_filter_gzip) \
+  X(archive_read_support_filter_bzip2) \
+  X(archive_read_support_filter_xz) \
+  X(archive_read_support_filter_zstd) \
+  X(archive_read_support_filter_lz4) \
+  X(archive_write_disk_set_options) \
+  X(archive_read_open) \
+  X(archive_error_string) \
+  X(archive_read_next_header) \
+  X(archive_entry_pathname) \
+  X(archive_entry_set_pathname) \
+  X(archive_entry_hardlink) \
+  X(archive_entry_set_hardlink) \
+  X(archive_entry_filetype) \
+  X(archive_entry_set_perm) \
+  X(archive_entry_perm) \
+  X(archive_entry_size_is_set) \
+  X(archive_entry_size) \
+  X(archive_write_header) \
+  X(archive_read_data_block) \
+  X(archive_write_data_block) \
+  X(archive_write_finish_entry) \
+  X(archive_write_close) \
+  X(archive_set_error)
+
 struct Libarchive {
-#define FOXDEN_LA_FN(f) decltype(&::f) f = nullptr;  // NOLINT(bugprone-macro-parentheses): a declaration
-  FOXDEN_LA_FN(archive_read_new)
-  FOXDEN_LA_FN(archive_read_free)
-  FOXDEN_LA_FN(archive_write_disk_new)
-  FOXDEN_LA_FN(archive_write_free)
-  FOXDEN_LA_FN(archive_read_support_format_tar)
-  FOXDEN_LA_FN(archive_read_support_filter_gzip)
-  FOXDEN_LA_FN(archive_read_support_filter_bzip2)
-  FOXDEN_LA_FN(archive_read_support_filter_xz)
-  FOXDEN_LA_FN(archive_read_support_filter_zstd)
-  FOXDEN_LA_FN(archive_read_support_filter_lz4)
-  FOXDEN_LA_FN(archive_write_disk_set_options)
-  FOXDEN_LA_FN(archive_read_open)
-  FOXDEN_LA_FN(archive_error_string)
-  FOXDEN_LA_FN(archive_read_next_header)
-  FOXDEN_LA_FN(archive_entry_pathname)
-  FOXDEN_LA_FN(archive_entry_set_pathname)
-  FOXDEN_LA_FN(archive_entry_hardlink)
-  FOXDEN_LA_FN(archive_entry_set_hardlink)
-  FOXDEN_LA_FN(archive_entry_filetype)
-  FOXDEN_LA_FN(archive_entry_set_perm)
-  FOXDEN_LA_FN(archive_entry_perm)
-  FOXDEN_LA_FN(archive_entry_size_is_set)
-  FOXDEN_LA_FN(archive_entry_size)
-  FOXDEN_LA_FN(archive_write_header)
-  FOXDEN_LA_FN(archive_read_data_block)
-  FOXDEN_LA_FN(archive_write_data_block)
-  FOXDEN_LA_FN(archive_write_finish_entry)
-  FOXDEN_LA_FN(archive_write_close)
-  FOXDEN_LA_FN(archive_set_error)
-#undef FOXDEN_LA_FN
+#define FOXDEN_LA_MEMBER(f) decltype(&::f) f = nullptr;  // NOLINT(bugprone-macro-parentheses): a declaration
+  FOXDEN_LIBARCHIVE_FUNCTIONS(FOXDEN_LA_MEMBER)
+#undef FOXDEN_LA_MEMBER
 };
 
 // Loads libarchive once (thread-safe); after a failure every call returns the same error.
@@ -162,44 +166,18 @@ StatusOr<const Libarchive*> loadLibarchive() {
     if (h == nullptr) return Status::internal(std::string("rootfs tarballs need libarchive: ") + ::dlerror());
     static Libarchive api;
     std::string missing;
-#define FOXDEN_LA_FN(f)                                                   \
+#define FOXDEN_LA_LOAD(f)                                                 \
   api.f = reinterpret_cast<decltype(api.f)>(::dlsym(h, #f));              \
   if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + #f;
-    FOXDEN_LA_FN(archive_read_new)
-    FOXDEN_LA_FN(archive_read_free)
-    FOXDEN_LA_FN(archive_write_disk_new)
-    FOXDEN_LA_FN(archive_write_free)
-    FOXDEN_LA_FN(archive_read_support_format_tar)
-    FOXDEN_LA_FN(archive_read_support_filter_gzip)
-    FOXDEN_LA_FN(archive_read_support_filter_bzip2)
-    FOXDEN_LA_FN(archive_read_support_filter_xz)
-    FOXDEN_LA_FN(archive_read_support_filter_zstd)
-    FOXDEN_LA_FN(archive_read_support_filter_lz4)
-    FOXDEN_LA_FN(archive_write_disk_set_options)
-    FOXDEN_LA_FN(archive_read_open)
-    FOXDEN_LA_FN(archive_error_string)
-    FOXDEN_LA_FN(archive_read_next_header)
-    FOXDEN_LA_FN(archive_entry_pathname)
-    FOXDEN_LA_FN(archive_entry_set_pathname)
-    FOXDEN_LA_FN(archive_entry_hardlink)
-    FOXDEN_LA_FN(archive_entry_set_hardlink)
-    FOXDEN_LA_FN(archive_entry_filetype)
-    FOXDEN_LA_FN(archive_entry_set_perm)
-    FOXDEN_LA_FN(archive_entry_perm)
-    FOXDEN_LA_FN(archive_entry_size_is_set)
-    FOXDEN_LA_FN(archive_entry_size)
-    FOXDEN_LA_FN(archive_write_header)
-    FOXDEN_LA_FN(archive_read_data_block)
-    FOXDEN_LA_FN(archive_write_data_block)
-    FOXDEN_LA_FN(archive_write_finish_entry)
-    FOXDEN_LA_FN(archive_write_close)
-    FOXDEN_LA_FN(archive_set_error)
-#undef FOXDEN_LA_FN
+    FOXDEN_LIBARCHIVE_FUNCTIONS(FOXDEN_LA_LOAD)
+#undef FOXDEN_LA_LOAD
     if (!missing.empty()) return Status::internal(std::string(kLibarchiveSoname) + " lacks " + missing);
     return &api;
   }();
   return loaded;
 }
+
+#undef FOXDEN_LIBARCHIVE_FUNCTIONS
 
 // The loaded library, for code that runs only after loadLibarchive() succeeded.
 const Libarchive& la() { return **loadLibarchive(); }
