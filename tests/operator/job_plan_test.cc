@@ -183,30 +183,28 @@ TEST_CASE("plan: an operator outage longer than the deadlines does not fail what
   // The operator records healthy-since when it sees an allocation healthy. Down (or without the
   // Lease) for longer than healthyDeadlineSeconds and progressDeadlineSeconds, it finds a
   // replacement healthy but unrecorded: that is progress, not a missed deadline.
-  World w(serviceJob("v1", "{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, progressDeadlineSeconds: 120, autoRevert: true}"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
-  w.keepStatus(w.plan(kT0 + 2s));
-  w.setCommand("v2");
-  Plan p = w.plan(kT0 + 10s);
-  REQUIRE(p.place.size() == 1);
-  w.keepStatus(p);
-  w.allocs.erase(w.allocs.begin());
-  w.add("0", 1, "Running", std::nullopt, "w1", "", kT0 + 10s);
-  p = w.plan(kT0 + 10s + 600s);
+  // A rollout to v2 whose replacement of slot 0, created at +10 s, is in `phase` when the operator
+  // plans again 600 s later, with nothing recorded in between.
+  auto afterOutage = [](const std::string& update, const std::string& phase) {
+    World w(serviceJob("v1", update));
+    w.keepStatus(w.plan(kT0));
+    for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+    w.keepStatus(w.plan(kT0 + 2s));
+    w.setCommand("v2");
+    Plan p = w.plan(kT0 + 10s);
+    REQUIRE(p.place.size() == 1);
+    w.keepStatus(p);
+    w.allocs.erase(w.allocs.begin());
+    w.add("0", 1, phase, std::nullopt, "w1", "", kT0 + 10s);
+    return w.plan(kT0 + 10s + 600s);
+  };
+  Plan p = afterOutage("{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, progressDeadlineSeconds: 120, autoRevert: true}",
+                       "Running");
   CHECK(kube::getString(p.status, {"deployment", "state"}) == "Running");
   CHECK(!p.specUpdate);
   REQUIRE(p.annotate.count("web-app-0-1"));
   // Not healthy after the deadline: that still fails the rollout.
-  World v(serviceJob("v1", "{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, autoRevert: true}"));
-  v.keepStatus(v.plan(kT0));
-  for (int i = 0; i < 3; ++i) v.add(std::to_string(i), 0, "Running", kT0);
-  v.keepStatus(v.plan(kT0 + 2s));
-  v.setCommand("v2");
-  v.keepStatus(v.plan(kT0 + 10s));
-  v.allocs.erase(v.allocs.begin());
-  v.add("0", 1, "Pending", std::nullopt, "w1", "", kT0 + 10s);
-  p = v.plan(kT0 + 10s + 600s);
+  p = afterOutage("{maxParallel: 1, minHealthySeconds: 1, healthyDeadlineSeconds: 60, autoRevert: true}", "Pending");
   CHECK(kube::getString(p.status, {"deployment", "state"}) == "Reverted");
 }
 
