@@ -47,7 +47,7 @@ STARTED=$(running)
 # of CPU per poll on the same 2 CPUs as the start being measured), and the next one is created
 # 0.3 s later, once the previous start's status writes are done: on a real worker neither the API
 # server nor its clients share the CPUs.
-SEQ=${SEQ:-30}
+SEQ=${SEQ:-200}
 for i in $(seq 1 "$SEQ"); do
   n=$((2 * WAVE + i))
   api -X POST "$ALLOCS" -o /dev/null -d @- <<JSON
@@ -62,6 +62,9 @@ grep -o 'alloc=default/b-[0-9]* watch_to_exec_us=[0-9]*' "$WORK/agent.log" |
   awk -v w=$((2 * WAVE)) '{split($1, a, "-"); split($2, b, "="); print (a[2] > w ? "seq" : "burst"), b[2]}' >"$WORK/lat-all.txt"
 grep '^burst' "$WORK/lat-all.txt" | cut -d' ' -f2 | sort -n >"$WORK/lat.txt"
 grep '^seq' "$WORK/lat-all.txt" | cut -d' ' -f2 | sort -n >"$WORK/lat-seq.txt"
+# The same starts until the task runner has fsynced its state and set Running (after the execve).
+grep -o 'alloc=default/b-[0-9]* watch_to_exec_us=[0-9]* watch_to_running_us=[0-9]*' "$WORK/agent.log" |
+  awk -v w=$((2 * WAVE)) '{split($1, a, "-"); split($3, b, "="); if (a[2] > w) print b[2]}' | sort -n >"$WORK/lat-seq-running.txt"
 pctf() { local f=$1 p=$2 n; n=$(wc -l <"$f"); awk -v p="$p" -v n="$n" 'NR == int((n - 1) * p / 100) + 1 {printf "%.2f ms", $1 / 1000}' "$f"; }
 pct() { pctf "$WORK/lat.txt" "$1"; }
 n=$(wc -l <"$WORK/lat.txt")
@@ -69,6 +72,7 @@ echo "== foxden-agent benchmark ($(nproc) CPUs, $(grep -m1 'model name' /proc/cp
 echo "tasks running: $STARTED of $((2 * WAVE)) in the waves (exec driver: 4 namespaces, pivot_root, cgroups $CGMODE, seccomp, user nobody)"
 echo "watch-to-execve over $n starts (two waves of $WAVE applied at once): p50 $(pct 50), p90 $(pct 90), p99 $(pct 99), max $(pct 100)"
 echo "watch-to-execve, one allocation at a time ($(wc -l <"$WORK/lat-seq.txt") starts): p50 $(pctf "$WORK/lat-seq.txt" 50), p90 $(pctf "$WORK/lat-seq.txt" 90), p99 $(pctf "$WORK/lat-seq.txt" 99), max $(pctf "$WORK/lat-seq.txt" 100)"
+echo "  the same starts to Running recorded (state fsynced): p50 $(pctf "$WORK/lat-seq-running.txt" 50), p99 $(pctf "$WORK/lat-seq-running.txt" 99)"
 echo "agent RSS: idle $IDLE, with $WAVE running tasks $RSS100"
 echo "per task, besides the task itself: $helpers(the task's init: PID 1 of its namespace, reaps and records the exit status)"
 echo "server RSS with $((2 * WAVE)) allocations: $(rss $SERVER_PID)"

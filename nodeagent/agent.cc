@@ -89,14 +89,20 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
   ctx_.root.rootfs = rootfs_.get();
   ctx_.root.hostVolumes = options_.hostVolumes;
   if (options_.traceStarts) {
-    ctx_.onTaskStarted = [this](const std::string& key) {
+    // watch_to_exec: from the watch event to the driver seeing the execve succeed (the benchmark's
+    // figure); watch_to_running: to the task runner having persisted its state (fsync) and set
+    // Running, which is when this is called.
+    ctx_.onTaskStarted = [this](const std::string& key, std::chrono::steady_clock::time_point execAt) {
       auto now = std::chrono::steady_clock::now();
+      if (execAt == std::chrono::steady_clock::time_point{}) execAt = now;
       std::lock_guard l(mu_);
       auto it = firstSeen_.find(key);
       if (it == firstSeen_.end()) return;
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - it->second).count();
+      auto us = [&](std::chrono::steady_clock::time_point t) {
+        return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(t - it->second).count());
+      };
       // One write per line: the driver traces from other threads at the same time.
-      std::string line = "trace: alloc=" + key + " watch_to_exec_us=" + std::to_string(us) + " seen_at_us=" +
+      std::string line = "trace: alloc=" + key + " watch_to_exec_us=" + us(execAt) + " watch_to_running_us=" + us(now) + " seen_at_us=" +
                          std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
                                             it->second.time_since_epoch()).count()) + "\n";
       std::cerr << line << std::flush;

@@ -153,7 +153,9 @@ std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonVal
       }
     }
   }
-  if (ctx_.onTaskStarted) c.onStarted = [this] { ctx_.onTaskStarted(key_); };
+  if (ctx_.onTaskStarted) {
+    c.onStarted = [this](std::chrono::steady_clock::time_point execAt) { ctx_.onTaskStarted(key_, execAt); };
+  }
   c.inventory = ctx_.gpus;
   if (const JsonValue* gpus = kube::find(a, {"spec", "resources", "gpus"}); gpus && gpus->IsArray()) {
     for (const auto& g : gpus->GetArray()) {

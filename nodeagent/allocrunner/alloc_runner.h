@@ -11,6 +11,7 @@
 // from the agent's sync thread. Status changes are pushed to the StatusWriter, which coalesces.
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -39,7 +40,7 @@ struct AllocContext {
   // (groupVolumes, volumeDir) are filled per allocation.
   TaskRootConfig root;
   // Called after each successful task start (the task has exec'd), with "namespace/name".
-  std::function<void(const std::string& allocKey)> onTaskStarted;
+  std::function<void(const std::string& allocKey, std::chrono::steady_clock::time_point execAt)> onTaskStarted;
 };
 
 class AllocRunner {

@@ -390,35 +390,24 @@ Status CgroupManager::attach(const std::string& path, pid_t pid) {
   return Status::ok();
 }
 
-kube::StatusOr<std::vector<int>> CgroupManager::openJoinFds(const std::string& path) const {
-  std::vector<int> fds;
-  auto openOrFail = [&fds](const std::string& file, int flags) -> Status {
-    int fd = open(file.c_str(), flags | O_CLOEXEC);
-    if (fd < 0) {
-      int err = errno;
-      for (int f : fds) close(f);
-      fds.clear();
-      return Status::internal("open " + file + ": " + std::strerror(err));
-    }
-    fds.push_back(fd);
-    return Status::ok();
-  };
-  if (mode_ == CgroupMode::kV2) {
-    if (auto st = openOrFail(dir("", path), O_RDONLY | O_DIRECTORY); !st) return st;
-    return fds;
-  }
+kube::StatusOr<int> CgroupManager::openDirFd(const std::string& path) const {
+  std::string d = dir("", path);
+  int fd = open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::internal("open " + d + ": " + std::strerror(errno));
+  return fd;
+}
+
+std::vector<std::string> CgroupManager::joinPaths(const std::string& path, bool withCpuset) const {
   std::vector<std::string> dirs;
   for (const auto& c : controllers_) dirs.push_back(dir(c, path));
-  if (std::string cpuset = dir("cpuset", path); !cpuset.empty() && access(cpuset.c_str(), F_OK) == 0) {
-    dirs.push_back(cpuset);
-  }
+  if (withCpuset) dirs.push_back(dir("cpuset", path));
   std::sort(dirs.begin(), dirs.end());
   dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());  // cpu,cpuacct may be one mount
+  std::vector<std::string> files;
   for (const auto& d : dirs) {
-    if (d.empty()) continue;
-    if (auto st = openOrFail(d + "/tasks", O_WRONLY); !st) return st;
+    if (!d.empty()) files.push_back(d + "/tasks");
   }
-  return fds;
+  return files;
 }
 
 std::vector<pid_t> CgroupManager::procs(const std::string& path) const {

@@ -57,10 +57,12 @@ class CgroupManager {
                                     const std::vector<DeviceRule>& devices);
   // Moves `pid` (single-threaded: v1 attaches by tid) into the cgroup in every hierarchy.
   [[nodiscard]] kube::Status attach(const std::string& path, pid_t pid);
-  // Fds for a process to enter the cgroup without an attach by pid: v1, the `tasks` file of every
-  // hierarchy (the process writes "0"); v2, the cgroup directory (for clone3's CLONE_INTO_CGROUP).
-  // The caller closes them.
-  [[nodiscard]] kube::StatusOr<std::vector<int>> openJoinFds(const std::string& path) const;
+  // v2: an fd of the cgroup's directory, for clone3's CLONE_INTO_CGROUP (the caller closes it).
+  [[nodiscard]] kube::StatusOr<int> openDirFd(const std::string& path) const;
+  // v1: the `tasks` file of every hierarchy the cgroup `path` is (or will be) created in, cpuset's
+  // only if `withCpuset`. A process enters the cgroup without an attach by pid by writing "0" to
+  // each: moving itself skips the kernel's global threadgroup lock and RCU wait an attach takes.
+  std::vector<std::string> joinPaths(const std::string& path, bool withCpuset) const;
   std::vector<pid_t> procs(const std::string& path) const;
   // Freezes, SIGKILLs every process, thaws, and waits (up to timeoutMs) until the cgroup is empty.
   [[nodiscard]] kube::Status killAll(const std::string& path, int timeoutMs);

@@ -19,6 +19,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -75,6 +76,8 @@ struct TaskHandle {
   pid_t pid = -1;             // the task's init, in the host's PID namespace
   uint64_t startTicks = 0;    // /proc/<pid>/stat starttime: guards against PID reuse
   std::string cgroup;         // cgroup path relative to each hierarchy's root
+  // start(): when the driver saw the task's execve succeed (for --trace-starts; not persisted).
+  std::chrono::steady_clock::time_point execAt{};
 };
 
 struct TaskExit {

@@ -556,30 +556,35 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.noNewPrivs = isolate;
   spec.seccomp = seccomp;
 
-  // The cgroup exists, with its limits, before any task code runs.
+  // The cgroup exists, with its limits, before any task code runs. The agent never writes the
+  // init's pid into it (that takes the kernel's global threadgroup lock and waits for an RCU grace
+  // period: milliseconds per start): on v2 clone3() creates the init inside it, on v1 the init
+  // writes "0" to each hierarchy's `tasks` itself.
   tPrepared = TraceClock::now();
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
+  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
     (void)cgroups_.remove(cg);
     return st;
   }
-
   tCgroup = TraceClock::now();
-  // How the init gets into its cgroup without the agent writing its pid (that write takes the
-  // kernel's global threadgroup lock and waits for an RCU grace period: milliseconds per start):
-  // v2, clone3() creates it inside the cgroup; v1, it writes "0" to each hierarchy's `tasks`.
-  auto joinFds = cgroups_.openJoinFds(cg);
-  if (!joinFds) {
-    (void)cgroups_.remove(cg);
-    return joinFds.status();
-  }
-  struct FdsClose {
-    std::vector<int>& fds;
-    ~FdsClose() {
-      for (int fd : fds) ::close(fd);
+  Fd cgroupDir;
+  std::vector<std::string> joinPaths;
+  std::vector<const char*> joinPathPtrs;
+  if (v2) {
+    auto fd = cgroups_.openDirFd(cg);
+    if (!fd) {
+      (void)cgroups_.remove(cg);
+      return fd.status();
     }
-  } joinFdsClose{*joinFds};
+    cgroupDir.reset(*fd);
+  } else {
+    joinPaths = cgroups_.joinPaths(cg, !launch.limits.cpuset.empty());
+    for (const auto& p : joinPaths) joinPathPtrs.push_back(p.c_str());
+    spec.cgroupJoinPaths = joinPathPtrs.data();
+    spec.cgroupJoinPathCount = joinPathPtrs.size();
+  }
   // Trace marks of the init, in a page it shares with us: a memfd, so that the zygote can map it.
   uint64_t* traceNs = nullptr;
   Fd traceFd;
@@ -597,11 +602,6 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       if (p != nullptr) munmap(p, 4096);
     }
   } traceUnmap{traceNs};
-  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
-  if (!v2) {
-    spec.cgroupJoinFds = joinFds->data();
-    spec.cgroupJoinFdCount = joinFds->size();
-  }
 
   // A clone() from the agent hands the child every fd of the agent until its init closes them.
   // Were another start's error-pipe write end among them, that start would miss the EOF that means
@@ -622,14 +622,16 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   spec.errorFd = errWrite.get();
 
   const uint64_t nsFlags = isolate ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS : 0;
-  const int cgroupFd = v2 ? joinFds->front() : -1;
+  const int cgroupFd = v2 ? cgroupDir.get() : -1;
   std::optional<SpawnResult> spawned;
+  TraceClock::time_point tSent = TraceClock::now();
   if (options_.zygoteFd >= 0) {
     spawned = zygoteSpawn(options_.zygoteFd, spec, nsFlags, cgroupFd, traceNs != nullptr ? traceFd.get() : -1);
   }
   const bool viaZygote = spawned.has_value();
   if (!spawned) {
     StackForkGuard stackGuard;
+    tSent = TraceClock::now();
     spawned = spawnInit(spec, nsFlags, cgroupFd, /*cloneParent=*/false);
   }
   const pid_t pid = spawned->pid;
@@ -652,12 +654,16 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return why;
   };
 
+  // An init made inside its cgroup (clone3) or joining it itself (v1) is running by now; one we
+  // attach (v2 without clone3) waits for our go.
   if (!inCgroup) {
     if (auto st = cgroups_.attach(cg, pid); !st) return abort(st);
   }
+  if (spawned->awaitsGo) {
+    char go = 1;
+    if (write(syncWrite.get(), &go, 1) != 1) return abort(Status::internal("release init: " + errnoText(errno)));
+  }
   tAttached = TraceClock::now();
-  char go = 1;
-  if (write(syncWrite.get(), &go, 1) != 1) return abort(Status::internal("release init: " + errnoText(errno)));
   syncWrite.reset();
 
   // EOF on the error pipe = the task's execve succeeded (CLOEXEC); a record = where it failed.
@@ -702,31 +708,43 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     return abort(Status::invalid("start task " + launch.id + ": " + what + ": " + errnoText(rec.err)));
   }
 
+  const TraceClock::time_point tExecSeen = TraceClock::now();
   if (options_.traceStarts) {
     auto us = [](TraceClock::time_point a, TraceClock::time_point b) {
       return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
     };
-    TraceClock::time_point tExec = TraceClock::now();
+    const TraceClock::time_point tExec = tExecSeen;
     // One write per line: starts on other threads trace at the same time.
     std::ostringstream out;
     out << "trace: task=" << launch.id
               << " begin_at_us=" << std::chrono::duration_cast<std::chrono::microseconds>(t0.time_since_epoch()).count()
               << " prepare_us=" << us(t0, tPrepared)
-              << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tCgroup, tCloned)
+              << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tSent, tCloned)
               << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec)
               << " spawn=" << (viaZygote ? "zygote" : "agent");
     if (traceNs != nullptr) {
-      // Inside the init: go -> joined -> stdio -> mounts -> new root -> forked -> execve.
-      static const char* const kNames[] = {"go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
+      // Inside the init: up -> go -> joined -> stdio -> mounts -> new root -> forked -> execve.
+      static const char* const kNames[] = {"up", "go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
       for (int m = init::kTraceJoined; m < init::kTraceMarkCount; ++m) {
         if (traceNs[m] != 0 && traceNs[m - 1] != 0) out << " init_" << kNames[m] << "_us=" << (traceNs[m] - traceNs[m - 1]) / 1000;
       }
-      // Scheduling: from our "go" to the init running, and from the task's execve to our wakeup
+      // Scheduling: until the init runs, and from the task's execve to our wakeup
       // (steady_clock is CLOCK_MONOTONIC, as the init's marks).
       auto ns = [](TraceClock::time_point t) {
         return static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
       };
-      if (traceNs[init::kTraceGo] != 0) {
+      // init_up: from the request to the init running; wake: from our go to the init past it.
+      if (traceNs[init::kTraceUp] != 0) {
+        out << " init_up_us=" << (static_cast<int64_t>(traceNs[init::kTraceUp]) - ns(tSent)) / 1000;
+      }
+      if (traceNs[init::kTraceZygoteReceived] != 0) {  // the zygote's marks
+        auto at = [&](int m) { return static_cast<int64_t>(traceNs[m]); };
+        out << " zy_recv_us=" << (at(init::kTraceZygoteReceived) - ns(tSent)) / 1000
+            << " zy_decode_us=" << (at(init::kTraceZygoteDecoded) - at(init::kTraceZygoteReceived)) / 1000
+            << " zy_clone_us=" << (at(init::kTraceZygoteCloned) - at(init::kTraceZygoteDecoded)) / 1000
+            << " zy_to_up_us=" << (at(init::kTraceUp) - at(init::kTraceZygoteCloned)) / 1000;
+      }
+      if (spawned->awaitsGo && traceNs[init::kTraceGo] != 0) {
         out << " wake_us=" << (static_cast<int64_t>(traceNs[init::kTraceGo]) - ns(tAttached)) / 1000;
       }
       if (traceNs[init::kTraceExec] != 0) {
@@ -737,7 +755,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
     std::cerr << out.str() << std::flush;
   }
   auto ps = readProcStat(pid);
-  TaskHandle h{pid, ps ? ps->startTicks : 0, cg};
+  TaskHandle h{pid, ps ? ps->startTicks : 0, cg, tExecSeen};
   // Re-attach record: which pid is the init and where its exit file lives.
   mkdirs(options_.stateDir);
   std::string tmp = stateFile(launch.id) + ".tmp";

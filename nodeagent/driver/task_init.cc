@@ -244,16 +244,27 @@ int taskInitMain(void* arg) {
   if (s.syncWriteFd >= 0) close(s.syncWriteFd);
   if (s.errorReadFd >= 0) close(s.errorReadFd);
 
-  // Nothing happens before we are in the task's cgroup: the agent put us there (cgroup v2, clone3
-  // into the cgroup, or an attach) or we join it ourselves right after its go (v1).
-  char go = 0;
-  ssize_t n;
-  do n = read(s.syncFd, &go, 1); while (n < 0 && errno == EINTR);
-  if (n != 1) _exit(126);
+  // Nothing happens before we are in the task's cgroup: clone3 created us there (v2), or we join
+  // it ourselves first thing (v1), or we wait for the agent's go after its attach (v2 without
+  // clone3). Waiting for a go in the first two cases would put two more wake-ups (the zygote's
+  // reply to the agent, the agent's byte to us) on every start's path for nothing.
+  mark(s, kTraceUp);
+  if (s.awaitGo) {
+    char go = 0;
+    ssize_t n;
+    do n = read(s.syncFd, &go, 1); while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(126);
+  }
   mark(s, kTraceGo);
-  for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) {
-    ssize_t w;
-    do w = write(s.cgroupJoinFds[i], "0", 1); while (w < 0 && errno == EINTR);
+  for (size_t i = 0; i < s.cgroupJoinPathCount; ++i) {
+    int fd = open(s.cgroupJoinPaths[i], O_WRONLY | O_CLOEXEC);
+    ssize_t w = -1;
+    if (fd >= 0) {
+      do w = write(fd, "0", 1); while (w < 0 && errno == EINTR);
+      int err = errno;
+      close(fd);
+      errno = err;
+    }
     if (w != 1) {
       // The fixed error fd is not set up yet: report on the inherited one.
       ErrorRecord rec{static_cast<int>(Step::kCgroupJoin), errno, static_cast<int>(i)};

@@ -50,8 +50,10 @@ enum class Step : int {
 const char* stepName(Step step);
 
 // Points of the start the init timestamps when tracing (InitSpec::traceNs[mark]).
-enum TraceMark : int { kTraceGo, kTraceJoined, kTraceStdio, kTraceMounts, kTraceRoot, kTraceForked, kTraceExec,
+enum TraceMark : int { kTraceUp, kTraceGo, kTraceJoined, kTraceStdio, kTraceMounts, kTraceRoot, kTraceForked, kTraceExec,
                        kTraceMarkCount };
+// The zygote's marks, in the same page: request received, decoded, init cloned.
+enum ZygoteTraceMark : int { kTraceZygoteReceived = 16, kTraceZygoteDecoded, kTraceZygoteCloned };
 
 // What the error pipe carries: the failing step, its errno, and for kMountOp the op's index.
 struct ErrorRecord {
@@ -62,7 +64,10 @@ struct ErrorRecord {
 
 struct InitSpec {
   bool isolate = true;        // exec (namespaces, new root) or raw_exec (cgroup only)
-  int syncFd = -1;            // read end: the agent writes one byte once the child is in its cgroup
+  int syncFd = -1;            // read end: the agent's "go" byte, when awaitGo
+  // Wait for the go before anything else: set by spawnInit where the agent must attach us (v2
+  // without clone3). EOF instead of the byte: the agent gave up or died, and we exit.
+  bool awaitGo = false;
   int syncWriteFd = -1;       // the agent's write end, inherited through clone: closed first thing,
                               // so an agent that dies before "go" means EOF, not a hang
   int errorReadFd = -1;       // the agent's read end of the error pipe, likewise not ours to keep
@@ -71,11 +76,11 @@ struct InitSpec {
   int stdoutFd = -1;          // -1: /dev/null
   int stderrFd = -1;
   int devNullFd = -1;         // the host's /dev/null, opened by the agent
-  // cgroup v1: the task's `tasks` file in every hierarchy, opened by the agent. The init writes
-  // "0" (itself) to each: a thread moving itself skips the kernel's global threadgroup lock and the
-  // RCU grace period the agent's write of a pid would wait for (milliseconds per start).
-  const int* cgroupJoinFds = nullptr;
-  size_t cgroupJoinFdCount = 0;
+  // cgroup v1: the task's `tasks` file in every hierarchy. First thing the init writes "0"
+  // (itself) to each: a thread moving itself skips the kernel's global threadgroup lock and the RCU
+  // grace period the agent's write of a pid would wait for (milliseconds per start).
+  const char* const* cgroupJoinPaths = nullptr;
+  size_t cgroupJoinPathCount = 0;
   // --trace-starts: CLOCK_MONOTONIC nanoseconds at each TraceMark, in memory shared with the agent.
   uint64_t* traceNs = nullptr;
   // Logs written by the init itself: when logDirFd >= 0 the task's stdout/stderr are pipes whose

@@ -1,5 +1,6 @@
 #include "nodeagent/driver/zygote.h"
 
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -24,7 +25,7 @@ namespace {
 constexpr size_t kInitStackSize = size_t{256} * 1024;
 constexpr size_t kMaxRequest = size_t{192} * 1024;  // below the default SO_SNDBUF of a socketpair
 constexpr size_t kMaxFds = 64;
-constexpr uint32_t kWireVersion = 1;
+constexpr uint32_t kWireVersion = 2;
 
 // cgroup v2: until the kernel says it has no clone3 (or no CLONE_INTO_CGROUP).
 std::atomic<bool> gClone3IntoCgroup{true};
@@ -114,8 +115,9 @@ void encode(Writer& w, const init::InitSpec& s, uint64_t nsFlags, int cgroupFd, 
   w.fd(s.stdoutFd);
   w.fd(s.stderrFd);
   w.fd(s.devNullFd);
-  w.put(static_cast<uint32_t>(s.cgroupJoinFdCount));
-  for (size_t i = 0; i < s.cgroupJoinFdCount; ++i) w.fd(s.cgroupJoinFds[i]);
+  w.put(s.awaitGo);
+  w.put(static_cast<uint32_t>(s.cgroupJoinPathCount));
+  for (size_t i = 0; i < s.cgroupJoinPathCount; ++i) w.str(s.cgroupJoinPaths[i]);
   w.fd(s.logDirFd);
   w.put(s.logMaxFiles);
   w.put(s.logMaxFileSize);
@@ -164,7 +166,7 @@ struct Decoded {
   int cgroupFd = -1;
   int traceFd = -1;
   std::deque<std::string> strings;
-  std::vector<int> joinFds;
+  std::vector<const char*> joinPaths;
   std::vector<init::MountOp> ops;
   std::vector<const char*> candidates;
   std::vector<char*> argv, envp;
@@ -194,10 +196,11 @@ bool decode(Reader& r, Decoded& d) {
   s.stdoutFd = r.fd();
   s.stderrFd = r.fd();
   s.devNullFd = r.fd();
-  d.joinFds.resize(r.count(kMaxFds));
-  for (int& fd : d.joinFds) fd = r.fd();
-  s.cgroupJoinFds = d.joinFds.data();
-  s.cgroupJoinFdCount = d.joinFds.size();
+  s.awaitGo = r.get<bool>();
+  d.joinPaths.resize(r.count(kMaxFds));
+  for (const char*& p : d.joinPaths) p = r.str();
+  s.cgroupJoinPaths = d.joinPaths.data();
+  s.cgroupJoinPathCount = d.joinPaths.size();
   s.logDirFd = r.fd();
   s.logMaxFiles = r.get<uint32_t>();
   s.logMaxFileSize = r.get<uint64_t>();
@@ -249,8 +252,10 @@ bool decode(Reader& r, Decoded& d) {
     s.seccomp = &d.fprog;
   }
   if (!r.ok || r.p != r.end) return false;
-  for (const char* c : d.candidates) {
-    if (c == nullptr) return false;
+  for (const auto* list : {&d.candidates, &d.joinPaths}) {
+    for (const char* c : *list) {
+      if (c == nullptr) return false;
+    }
   }
   d.caps = cap_init();
   if (d.caps == nullptr) return false;
@@ -267,6 +272,7 @@ struct Reply {
   int32_t pid;
   int32_t err;
   int32_t inCgroup;
+  int32_t awaitsGo;
 };
 
 // One request: receive, decode, clone, close what was received, reply. False: the agent is gone.
@@ -281,6 +287,8 @@ bool serveOne(int sock, char* buf) {
   ssize_t n;
   do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
   if (n <= 0) return false;
+  timespec tRecv{};
+  clock_gettime(CLOCK_MONOTONIC, &tRecv);
   std::vector<int> fds;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -292,7 +300,7 @@ bool serveOne(int sock, char* buf) {
       fds.push_back(fd);
     }
   }
-  Reply reply{-1, EPROTO, 0};
+  Reply reply{-1, EPROTO, 0, 0};
   if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0) {
     Decoded d;
     Reader r{buf, buf + n, fds, d.strings};
@@ -302,8 +310,18 @@ bool serveOne(int sock, char* buf) {
         trace = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, d.traceFd, 0);
         if (trace != MAP_FAILED) d.spec.traceNs = static_cast<uint64_t*>(trace);
       }
+      auto nsOf = [](const timespec& t) { return static_cast<uint64_t>(t.tv_sec) * 1000000000ULL + static_cast<uint64_t>(t.tv_nsec); };
+      timespec tDecoded{};
+      clock_gettime(CLOCK_MONOTONIC, &tDecoded);
       SpawnResult res = spawnInit(d.spec, d.nsFlags, d.cgroupFd, /*cloneParent=*/true);
-      reply = {res.pid, res.err, res.inCgroup ? 1 : 0};
+      timespec tCloned{};
+      clock_gettime(CLOCK_MONOTONIC, &tCloned);
+      if (d.spec.traceNs != nullptr) {
+        d.spec.traceNs[init::kTraceZygoteReceived] = nsOf(tRecv);
+        d.spec.traceNs[init::kTraceZygoteDecoded] = nsOf(tDecoded);
+        d.spec.traceNs[init::kTraceZygoteCloned] = nsOf(tCloned);
+      }
+      reply = {res.pid, res.err, res.inCgroup ? 1 : 0, res.awaitsGo ? 1 : 0};
       if (trace != MAP_FAILED) munmap(trace, 4096);
     }
   }
@@ -314,8 +332,11 @@ bool serveOne(int sock, char* buf) {
   return w == static_cast<ssize_t>(sizeof reply);
 }
 
-[[noreturn]] void zygoteMain(int sock, pid_t agent) {
-  // Die with the agent: the inits we cloned do not inherit this.
+}  // namespace
+
+void runZygote(int sock, pid_t agent) {
+  // Die with the agent: the inits we cloned do not inherit this. (Set again after an exec: it
+  // survives one, but this is also the entry point of a fork that did not exec.)
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (getppid() != agent) _exit(0);
   prctl(PR_SET_NAME, "foxden-zygote", 0, 0, 0);
@@ -332,12 +353,13 @@ bool serveOne(int sock, char* buf) {
   _exit(0);
 }
 
-}  // namespace
-
 SpawnResult spawnInit(const init::InitSpec& spec, uint64_t nsFlags, int cgroupFd, bool cloneParent) {
   const uint64_t parentFlag = cloneParent ? CLONE_PARENT : 0;
-  auto* arg = const_cast<init::InitSpec*>(&spec);
+  // The child runs on a copy of this address space, so a local copy of the spec is valid there.
+  init::InitSpec copy = spec;
+  init::InitSpec* arg = &copy;
   if (cgroupFd >= 0 && gClone3IntoCgroup) {
+    copy.awaitGo = false;  // created inside its cgroup, with its limits
     // Without CLONE_VM and without a stack, clone3 returns twice like fork(): the child runs the
     // init on its copy of this stack.
     clone_args args{};
@@ -346,25 +368,39 @@ SpawnResult spawnInit(const init::InitSpec& spec, uint64_t nsFlags, int cgroupFd
     args.cgroup = static_cast<uint64_t>(cgroupFd);
     long rc = syscall(SYS_clone3, &args, sizeof args);
     if (rc == 0) _exit(init::taskInitMain(arg));
-    if (rc > 0) return {static_cast<pid_t>(rc), 0, true};
+    if (rc > 0) return {static_cast<pid_t>(rc), 0, true, false};
     int err = errno;
     if (err != ENOSYS && err != E2BIG && err != EINVAL) return {-1, err, false};
     gClone3IntoCgroup = false;  // an older kernel: clone() and an attach from now on
   }
+  copy.awaitGo = spec.awaitGo || cgroupFd >= 0;  // v2 here: the caller attaches it, then says go
   void* stack = mmap(nullptr, kInitStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return {-1, errno, false};
   pid_t pid = clone(init::taskInitMain, static_cast<char*>(stack) + kInitStackSize,
                     static_cast<int>(nsFlags | parentFlag) | SIGCHLD, arg);
   int err = errno;
   munmap(stack, kInitStackSize);  // the child has its own copy (no CLONE_VM)
-  if (pid < 0) return {-1, err, false};
-  return {pid, 0, cgroupFd < 0};  // v1: the init joins by itself; v2 here: the caller attaches it
+  if (pid < 0) return {-1, err, false, false};
+  return {pid, 0, cgroupFd < 0, copy.awaitGo};  // v1: the init joins by itself; v2 here: the caller attaches it
 }
 
-int startZygote(pid_t* zygotePid) {
+std::string defaultZygoteBinary() {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "";
+  std::string path(self, static_cast<size_t>(n));
+  path = path.substr(0, path.rfind('/') + 1) + "foxden-zygote";
+  return access(path.c_str(), X_OK) == 0 ? path : "";
+}
+
+int startZygote(pid_t* zygotePid, const std::string& binary) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -1;
   pid_t agent = getpid();
+  // What the child needs, made before the fork (it only calls async-signal-safe functions).
+  const std::string agentArg = std::to_string(agent);
+  const char* const argv[] = {"foxden-zygote", "3", agentArg.c_str(), nullptr};
+  const char* const envp[] = {nullptr};
   pid_t pid = fork();
   if (pid < 0) {
     close(sv[0]);
@@ -373,7 +409,15 @@ int startZygote(pid_t* zygotePid) {
   }
   if (pid == 0) {
     close(sv[0]);
-    zygoteMain(sv[1], agent);
+    if (!binary.empty()) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);  // kept across the exec
+      // fd 3 without CLOEXEC; every other fd of the agent is CLOEXEC or closed by runZygote.
+      if (sv[1] == 3 ? fcntl(3, F_SETFD, 0) == 0 : dup2(sv[1], 3) == 3) {
+        execve(binary.c_str(), const_cast<char* const*>(argv), const_cast<char* const*>(envp));
+      }
+      if (sv[1] != 3) close(3);
+    }
+    runZygote(sv[1], agent);  // no binary, or it would not exec: serve from this copy
   }
   close(sv[1]);
   if (zygotePid != nullptr) *zygotePid = pid;
@@ -413,8 +457,8 @@ std::optional<SpawnResult> zygoteSpawn(int zygoteFd, const init::InitSpec& spec,
     dead = true;  // every later start clones from the agent
     return std::nullopt;
   }
-  if (reply.pid < 0) return SpawnResult{-1, reply.err, false};
-  return SpawnResult{reply.pid, 0, reply.inCgroup != 0};
+  if (reply.pid < 0) return SpawnResult{-1, reply.err, false, false};
+  return SpawnResult{reply.pid, 0, reply.inCgroup != 0, reply.awaitsGo != 0};
 }
 
 }  // namespace nodeagent

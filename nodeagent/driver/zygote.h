@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "nodeagent/driver/task_init.h"
 
@@ -22,17 +23,27 @@ struct SpawnResult {
   pid_t pid = -1;
   int err = 0;            // errno of a failed clone
   bool inCgroup = false;  // created inside its cgroup (v2 clone3) or joins it itself (v1)
+  bool awaitsGo = false;  // the init waits for the caller's go byte (InitSpec::awaitGo)
 };
 
 // Clones an init running `spec` with `nsFlags`. cgroupFd >= 0 (cgroup v2): clone3 with
-// CLONE_INTO_CGROUP first, plain clone (and an attach by the caller) where the kernel lacks it.
+// CLONE_INTO_CGROUP first (the init then awaits no go), plain clone (and an attach by the caller,
+// then its go) where the kernel lacks it.
 // cloneParent: CLONE_PARENT, the init becomes the caller's parent's child (used by the zygote).
 SpawnResult spawnInit(const init::InitSpec& spec, uint64_t nsFlags, int cgroupFd, bool cloneParent);
 
-// Forks the zygote; call while the process has a single thread. Returns the agent's end of its
-// socket (O_CLOEXEC), or -1 if it could not be started (starts then clone from the agent); its
-// pid in *pid if given.
-int startZygote(pid_t* pid = nullptr);
+// Starts the zygote; call while the process has a single thread. It forks, and the child execs
+// `binary` (the small static `foxden-zygote`) if there is one, or serves from the fork (a copy of
+// the agent: a clone from it copies ~100 mappings and ~1 MiB of the libraries' relocated data, a
+// clone from foxden-zygote a tenth of that; every init is then that much smaller too). Returns the
+// agent's end of its socket (O_CLOEXEC), or -1 if it could not be started (starts then clone from
+// the agent); its pid in *pid if given.
+//
+// `foxden-zygote` next to this process's executable, or "" if there is none.
+std::string defaultZygoteBinary();
+int startZygote(pid_t* pid = nullptr, const std::string& binary = defaultZygoteBinary());
+// foxden-zygote's main: serves requests on `sock` until the agent `agent` goes away.
+[[noreturn]] void runZygote(int sock, pid_t agent);
 
 // Has the zygote behind `zygoteFd` clone an init for `spec`; the fds named in spec (and cgroupFd,
 // traceFd: a 4 KiB memfd the init's trace marks go to, or -1) are the caller's and stay open.

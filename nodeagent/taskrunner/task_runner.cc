@@ -515,7 +515,7 @@ void TaskRunner::run() {
           s.signal = 0;
         });
         persist(h);
-        if (config_.onStarted) config_.onStarted();
+        if (config_.onStarted) config_.onStarted(h.execAt);
       }
     } else if (h.pid > 0) {
       // Adopted: probes need their specs (and ports) parsed as for a fresh start.

@@ -65,7 +65,9 @@ struct TaskConfig {
   RestartPolicy restart;
   int previousRestarts = 0;        // from the API's status: counters never go down
   std::optional<TaskHandle> recovered;  // found by the driver's cgroup scan (state file lost)
-  std::function<void()> onStarted;      // after each successful start (the task has exec'd)
+  // After each successful start (the task has exec'd and its state is persisted); execAt is when
+  // the driver saw the execve succeed.
+  std::function<void(std::chrono::steady_clock::time_point execAt)> onStarted;
   // The allocation's assigned GPUs (vendor, index), given to tasks that ask for a GPU resource.
   std::vector<std::pair<std::string, int>> gpus;
   const GpuInventory* inventory = nullptr;

@@ -671,7 +671,28 @@ void checkV2DeviceFilter() {
 
 // The zygote (nodeagent/driver/zygote.h): its inits are this process's children, as if cloned here;
 // once it is gone, starts clone from here.
-void checkZygote(pid_t zygote) {
+std::string exeOf(pid_t pid) {
+  char buf[4096];
+  ssize_t n = readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+// forkZygote: a zygote started without the foxden-zygote binary (it serves from a fork of us).
+void checkZygote(pid_t zygote, int forkZygote, pid_t forkZygotePid) {
+  std::string exe = exeOf(zygote);
+  check(exe.size() > 14 && exe.substr(exe.size() - 14) == "/foxden-zygote",
+        "the zygote is the small foxden-zygote binary next to ours", exe);
+  {
+    auto opts = gFix->opts;
+    opts.zygoteFd = forkZygote;
+    auto fd = nodeagent::newExecDriver(opts);
+    auto l = makeLaunch("fork-zygote", sh("echo from-fork-zygote"));
+    auto r = run(*fd, l);
+    check(forkZygote >= 0 && exeOf(forkZygotePid) == exeOf(getpid()) && r.started && r.exit.exitCode == 0 &&
+              contains(r.out, "from-fork-zygote"),
+          "without the binary, a zygote forked from the agent clones the inits",
+          exeOf(forkZygotePid) + " " + exitText(r.exit) + " " + r.startError);
+  }
   auto d = nodeagent::newExecDriver(gFix->opts);
   auto l = makeLaunch("zygote-child", {"/bin/sleep", "1000"});
   auto r = run(*d, l, 0, false);
@@ -722,6 +743,8 @@ int main() {
   pid_t zygotePid = -1;
   const int zygote = nodeagent::startZygote(&zygotePid);
   check(zygote >= 0, "zygote started", std::strerror(errno));
+  pid_t forkZygotePid = -1;
+  const int forkZygote = nodeagent::startZygote(&forkZygotePid, "");
   Fixture fix;
   gFix = &fix;
   fix.opts.zygoteFd = zygote;
@@ -743,7 +766,7 @@ int main() {
   checkLibcgroupTable();
   checkReattach();
   checkRawExec();
-  checkZygote(zygotePid);  // last: it kills the zygote
+  checkZygote(zygotePid, forkZygote, forkZygotePid);  // last: it kills the zygote
   checkV2Mapping();
   checkV2DeviceFilter();
   check(fix.cgroupsGone(), "every task cgroup removed by destroy()");

@@ -23,6 +23,10 @@ expect_fail_contains "--host-volume must exist" "absolute path of an existing di
   "$FOXDEN_BIN/foxden-agent" --kubeconfig /dev/null --host-volume /nonexistent-$$
 expect_fail_contains "--rootfs-dir without .." "without '.' or '..'" \
   "$FOXDEN_BIN/foxden-agent" --kubeconfig /dev/null --rootfs-dir "$IMAGES/../outside"
+# foxden-zygote serves only the agent that started it.
+expect_fail_contains "foxden-zygote by hand" "started by foxden-agent only" "$FOXDEN_BIN/foxden-zygote"
+expect_fail_contains "foxden-zygote, bad fd" "started by foxden-agent only" "$FOXDEN_BIN/foxden-zygote" 3x $$
+expect_fail_contains "foxden-zygote, not our parent" "started by foxden-agent only" "$FOXDEN_BIN/foxden-zygote" 3 1
 
 # A tiny root: sh, ls, cat, touch and the libraries ldd names, and a marker.
 TREE="$WORK/tree"
