@@ -206,6 +206,12 @@ std::vector<DeviceRule> standardDeviceRules() {
           {'c', 5, 0}, {'c', 5, 2}, {'c', 136, -1}};                         // tty ptmx pts/*
 }
 
+bool isNewV1CgroupDefault(const CgroupSetting& s) {
+  return (s.file == "cpu.shares" && s.value == "1024") ||
+         (s.file == "cpu.cfs_period_us" && s.value == "100000") ||
+         (s.file == "cpu.cfs_quota_us" && s.value == "-1") || (s.file == "pids.max" && s.value == "max");
+}
+
 std::vector<CgroupSetting> cgroupSettings(CgroupMode mode, const CgroupLimits& l, bool memswAvailable) {
   std::vector<CgroupSetting> s;
   if (mode == CgroupMode::kV1) {
@@ -312,6 +318,10 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
       if (controller(c) == nullptr) return Status::internal("cgroup_add_controller " + c);
     }
     for (const auto& s : cgroupSettings(CgroupMode::kV1, limits, memsw_)) {
+      // A new v1 cgroup has these values already, and libcgroup spends seven syscalls on each
+      // value it writes (it re-reads /proc/mounts first). A leftover cgroup of the same task id
+      // (an agent that died before removing it) was made from the same spec.
+      if (isNewV1CgroupDefault(s)) continue;
       cgroup_controller* c = controller(s.controller);
       if (c == nullptr) return Status::internal("cgroup_add_controller " + s.controller);
       if (int rc = cgroup_add_value_string(c, s.file.c_str(), s.value.c_str()); rc != 0) {
@@ -333,13 +343,23 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
   }
   // devices.allow/deny take one rule per write and libcgroup keeps one value per file name, so the
   // allow-list is written directly: deny everything, then allow each node.
+  // One open of devices.allow for all the rules: the kernel takes each write() as one rule.
   std::string dev = dir("devices", path);
   if (auto st = writeFile(dev + "/devices.deny", "a"); !st) return st;
   std::vector<DeviceRule> rules = standardDeviceRules();
   rules.insert(rules.end(), devices.begin(), devices.end());
+  std::string allow = dev + "/devices.allow";
+  int fd = open(allow.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Status::internal("open " + allow + ": " + std::strerror(errno));
   for (const auto& r : rules) {
-    if (auto st = writeFile(dev + "/devices.allow", r.toString()); !st) return st;
+    std::string rule = r.toString();
+    if (write(fd, rule.data(), rule.size()) != static_cast<ssize_t>(rule.size())) {
+      int err = errno;
+      close(fd);
+      return Status::internal("write '" + rule + "' to " + allow + ": " + std::strerror(err));
+    }
   }
+  close(fd);
   return Status::ok();
 }
 

@@ -32,6 +32,8 @@ struct CgroupSetting {
 
 // The files (in write order) that express `limits`. Pure, so the v2 mapping is testable here.
 std::vector<CgroupSetting> cgroupSettings(CgroupMode mode, const CgroupLimits& limits, bool memswAvailable);
+// A v1 setting that every new cgroup has already (the kernel's defaults): not written.
+bool isNewV1CgroupDefault(const CgroupSetting& s);
 
 // A device-cgroup rule, e.g. {'c', 195, 0} -> "c 195:0 rwm"; minor -1 = any.
 struct DeviceRule {

@@ -333,6 +333,22 @@ void checkLimits(nodeagent::Driver& d) {
   check(rm.started && rm.exit.oomKilled && rm.exit.exitCode == 128 + SIGKILL, "memory hog OOM-killed at 32Mi",
         exitText(rm.exit));
 
+  // No CPU request, no pids limit: the driver writes nothing and the kernel's defaults hold.
+  {
+    auto ld = makeLaunch("defaults", {"/bin/sleep", "30"});
+    auto rd = run(d, ld, 20000, false);
+    std::string cpu = "/sys/fs/cgroup/cpu/" + rd.handle.cgroup, pids = "/sys/fs/cgroup/pids/" + rd.handle.cgroup;
+    std::string got = rd.started ? trim(slurp(cpu + "/cpu.shares")) + " " + trim(slurp(cpu + "/cpu.cfs_quota_us")) + " " +
+                                       trim(slurp(cpu + "/cpu.cfs_period_us")) + " " + trim(slurp(pids + "/pids.max"))
+                                 : rd.startError;
+    if (rd.started) {
+      (void)d.stop(rd.handle, SIGKILL, 0);
+      (void)d.wait(rd.handle, 5000);
+      (void)d.destroy(rd.handle);
+    }
+    check(got == "1024 -1 100000 max", "a new cgroup without limits has the defaults libcgroup is not asked to write", got);
+  }
+
   // pids: fork until the limit refuses.
   auto lp = makeLaunch("forkbomb", {"/usr/bin/python3", "-c", R"PY(
 import os, time
