@@ -319,8 +319,8 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
     }
     for (const auto& s : cgroupSettings(CgroupMode::kV1, limits, memsw_)) {
       // A new v1 cgroup has these values already, and libcgroup spends seven syscalls on each
-      // value it writes (it re-reads /proc/mounts first). A leftover cgroup of the same task id
-      // (an agent that died before removing it) was made from the same spec.
+      // value it writes (it re-reads /proc/mounts first). (ExecDriver::start removes a leftover
+      // cgroup of the same id first, so that the cgroup made here is always new.)
       if (isNewV1CgroupDefault(s)) continue;
       cgroup_controller* c = controller(s.controller);
       if (c == nullptr) return Status::internal("cgroup_add_controller " + s.controller);
@@ -408,6 +408,11 @@ Status CgroupManager::attach(const std::string& path, pid_t pid) {
     return Status::internal("attach " + std::to_string(pid) + " to " + path + ": " + libcgroupError(rc));
   }
   return Status::ok();
+}
+
+bool CgroupManager::exists(const std::string& path) const {
+  std::string d = dir(mode_ == CgroupMode::kV2 || controllers_.empty() ? "" : controllers_.front(), path);
+  return !d.empty() && access(d.c_str(), F_OK) == 0;
 }
 
 kube::StatusOr<int> CgroupManager::openDirFd(const std::string& path) const {

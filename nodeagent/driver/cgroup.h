@@ -66,6 +66,8 @@ class CgroupManager {
   // each: moving itself skips the kernel's global threadgroup lock and RCU wait an attach takes.
   std::vector<std::string> joinPaths(const std::string& path, bool withCpuset) const;
   std::vector<pid_t> procs(const std::string& path) const;
+  // Whether the cgroup `path` exists (in the first hierarchy of the controllers used).
+  bool exists(const std::string& path) const;
   // Freezes, SIGKILLs every process, thaws, and waits (up to timeoutMs) until the cgroup is empty.
   [[nodiscard]] kube::Status killAll(const std::string& path, int timeoutMs);
   // The OOM killer's kill count in this cgroup (v1 memory.oom_control, v2 memory.events).

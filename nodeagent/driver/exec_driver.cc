@@ -563,6 +563,9 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   tPrepared = TraceClock::now();
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
+  // An empty cgroup of this id is left by an agent that died before removing it: it is made
+  // afresh, so that the limits are this spec's and the values not written are a new cgroup's.
+  if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
   const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
     (void)cgroups_.remove(cg);

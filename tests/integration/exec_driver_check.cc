@@ -333,9 +333,15 @@ void checkLimits(nodeagent::Driver& d) {
   check(rm.started && rm.exit.oomKilled && rm.exit.exitCode == 128 + SIGKILL, "memory hog OOM-killed at 32Mi",
         exitText(rm.exit));
 
-  // No CPU request, no pids limit: the driver writes nothing and the kernel's defaults hold.
+  // No CPU request, no pids limit: the driver writes nothing and the kernel's defaults hold, even
+  // over a leftover cgroup of the same id with other values (an agent that died before removing it).
   {
     auto ld = makeLaunch("defaults", {"/bin/sleep", "30"});
+    std::string left = "/sys/fs/cgroup/cpu/" + gFix->parent + "/" + ld.launch.id;
+    mkdir(("/sys/fs/cgroup/cpu/" + gFix->parent).c_str(), 0755);
+    bool leftover = mkdir(left.c_str(), 0755) == 0 && nodeagent::writeFile(left + "/cpu.shares", "512").isOk() &&
+                    nodeagent::writeFile(left + "/cpu.cfs_quota_us", "50000").isOk();
+    check(leftover, "a leftover cgroup with cpu.shares 512 and a quota is in place", left);
     auto rd = run(d, ld, 20000, false);
     std::string cpu = "/sys/fs/cgroup/cpu/" + rd.handle.cgroup, pids = "/sys/fs/cgroup/pids/" + rd.handle.cgroup;
     std::string got = rd.started ? trim(slurp(cpu + "/cpu.shares")) + " " + trim(slurp(cpu + "/cpu.cfs_quota_us")) + " " +
