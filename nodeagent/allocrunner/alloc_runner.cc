@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -87,13 +88,7 @@ void AllocRunner::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-kube::Status AllocRunner::prepareDirs(const Json& alloc) {
-  std::string base = ctx_.dataDir + "/allocs/" + uid_;
-  if (!mkdirs(base + "/alloc", 0755)) return kube::Status::internal("cannot create " + base + "/alloc");
-  ::chmod((base + "/alloc").c_str(), 01777);
-  if (!mkdirs(ctx_.dataDir + "/state/" + uid_, 0700)) {
-    return kube::Status::internal("cannot create the state directory");
-  }
+kube::Status AllocRunner::validateTasks(const Json& alloc) {
   const JsonValue* tasks = kube::find(alloc, {"spec", "tasks"});
   if (tasks == nullptr || !tasks->IsArray() || tasks->Empty()) {
     return kube::Status::invalid("spec.tasks: Required value: the allocation has no tasks");
@@ -110,6 +105,19 @@ kube::Status AllocRunner::prepareDirs(const Json& alloc) {
     if (driver == "raw_exec" && ctx_.rawExecDriver == nullptr) {
       return kube::Status::invalid("spec.tasks[" + n + "].driver: raw_exec is not enabled on this worker");
     }
+  }
+  return kube::Status::ok();
+}
+
+kube::Status AllocRunner::prepareDirs(const Json& alloc) {
+  std::string base = ctx_.dataDir + "/allocs/" + uid_;
+  if (!mkdirs(base + "/alloc", 0755)) return kube::Status::internal("cannot create " + base + "/alloc");
+  ::chmod((base + "/alloc").c_str(), 01777);
+  if (!mkdirs(ctx_.dataDir + "/state/" + uid_, 0700)) {
+    return kube::Status::internal("cannot create the state directory");
+  }
+  for (const auto& t : kube::find(alloc, {"spec", "tasks"})->GetArray()) {
+    std::string n = kube::getString(t, {"name"});
     for (const char* d : {"local", "secrets", "tmp", "logs"}) {
       std::string p = base + "/" + n + "/" + d;
       if (!mkdirs(p, 0755)) return kube::Status::internal("cannot create " + p);
@@ -117,6 +125,25 @@ kube::Status AllocRunner::prepareDirs(const Json& alloc) {
     }
   }
   return kube::Status::ok();
+}
+
+std::vector<std::tuple<Driver*, std::string, CgroupLimits>> AllocRunner::earlyCgroups(const Json& alloc) const {
+  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> out;
+  // GPU tasks' cgroups carry device rules, made with the start.
+  const JsonValue* gpus = kube::find(alloc, {"spec", "resources", "gpus"});
+  if (gpus != nullptr && gpus->IsArray() && !gpus->Empty()) return out;
+  const auto& tasks = kube::find(alloc, {"spec", "tasks"})->GetArray();
+  bool prestart = std::any_of(tasks.begin(), tasks.end(), [](const JsonValue& t) { return hook(t) == "prestart"; });
+  for (const auto& t : tasks) {
+    std::string h = hook(t);
+    if (prestart ? h != "prestart" : (h == "prestart" || h == "poststop")) continue;
+    auto limits = taskCgroupLimits(t);
+    if (!limits) continue;  // the start reports it
+    bool raw = kube::getString(t, {"driver"}, "exec") == "raw_exec";
+    Driver* driver = raw ? ctx_.rawExecDriver : ctx_.execDriver;
+    if (driver != nullptr) out.emplace_back(driver, uid_ + "." + kube::getString(t, {"name"}), *limits);
+  }
+  return out;
 }
 
 std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonValue& task, const std::string& jobType) {
@@ -185,8 +212,23 @@ void AllocRunner::run() {
     doc = alloc_;
     startedAt_ = kube::getString(*doc, {"status", "startedAt"}, kube::nowTime());
   }
-  kube::Status st = prepareDirs(*doc);
+  // The cgroups of the first tasks to start are made (by a helper thread, through the driver)
+  // while their directories are: on a start's path they took about as long as each other.
+  kube::Status st = validateTasks(*doc);
+  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> early;
+  if (st) early = earlyCgroups(*doc);
+  std::thread cgroups;
+  if (!early.empty()) {
+    cgroups = std::thread([&early] {
+      for (auto& [driver, id, limits] : early) driver->precreate(id, limits);
+    });
+  }
+  if (st) st = prepareDirs(*doc);
+  traceStartPoint("dirs_made");
+  if (cgroups.joinable()) cgroups.join();
+  traceStartPoint("cgroups_and_dirs");
   if (!st) {
+    for (auto& [driver, id, limits] : early) driver->discardPrecreated(id);
     {
       std::lock_guard l(mu_);
       phase_ = "Failed";

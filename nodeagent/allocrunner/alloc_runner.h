@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "kube/json.h"
@@ -62,7 +63,11 @@ class AllocRunner {
   void report();
   std::unique_ptr<TaskRunner> makeRunner(const kube::Json& alloc, const kube::JsonValue& task,
                                          const std::string& jobType);
+  // Task names and drivers (before anything is made for the allocation).
+  kube::Status validateTasks(const kube::Json& alloc);
   kube::Status prepareDirs(const kube::Json& alloc);
+  // The cgroups made ahead of the first tasks' starts (Driver::precreate): driver, task id, limits.
+  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> earlyCgroups(const kube::Json& alloc) const;
 
   const AllocContext& ctx_;
   const std::string uid_;

@@ -36,6 +36,7 @@ struct CgroupLimits {
   int64_t memoryBytes = 0;      // limits.memory; 0 = none
   int64_t pidsMax = 0;          // 0 = none
   std::string cpuset;           // optional cpuset.cpus
+  bool operator==(const CgroupLimits&) const = default;
 };
 
 // A host directory mounted into an exec task's root (a group volume: emptyDir or hostPath).
@@ -105,6 +106,15 @@ class Driver {
   // Re-attach after an agent restart: every task cgroup this driver created and that still has
   // processes, by TaskLaunch::id.
   virtual std::vector<std::pair<std::string, TaskHandle>> recover() = 0;
+  // Optional, to overlap a start's cgroup creation with the caller's other preparation: makes the
+  // cgroup of task `id` with `limits` (and no devices beyond the standard ones) unless it has
+  // processes. A start() of that id with the same limits and no devices uses it; with others it
+  // makes it afresh. discardPrecreated() removes one no start() used (a no-op otherwise).
+  virtual void precreate(const std::string& id, const CgroupLimits& limits) {
+    (void)id;
+    (void)limits;
+  }
+  virtual void discardPrecreated(const std::string& id) { (void)id; }
 };
 using DriverPtr = std::unique_ptr<Driver>;
 

@@ -235,6 +235,8 @@ class ExecDriver final : public Driver {
   Status stop(const TaskHandle& h, int signal, int killTimeoutMs) override;
   Status destroy(const TaskHandle& h) override;
   std::vector<std::pair<std::string, TaskHandle>> recover() override;
+  void precreate(const std::string& id, const CgroupLimits& limits) override;
+  void discardPrecreated(const std::string& id) override;
 
  private:
   std::string cgroupPath(const std::string& id) const { return options_.cgroupParent + "/" + id; }
@@ -253,6 +255,8 @@ class ExecDriver final : public Driver {
   CgroupManager cgroups_;
   std::mutex mu_;
   std::map<pid_t, int> reaped_;  // init pid -> wait status, for inits this process reaped
+  std::mutex precreatedMu_;
+  std::map<std::string, CgroupLimits> precreated_;  // by id: made by precreate(), not used yet
   std::vector<sock_filter> filter_;
   sock_fprog fprog_{};
 };
@@ -563,13 +567,24 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   tPrepared = TraceClock::now();
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
-  // An empty cgroup of this id is left by an agent that died before removing it: it is made
-  // afresh, so that the limits are this spec's and the values not written are a new cgroup's.
-  if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
+  bool precreated = false;
+  {
+    std::lock_guard l(precreatedMu_);
+    if (auto it = precreated_.find(launch.id); it != precreated_.end()) {
+      precreated = it->second == launch.limits && launch.devices.empty();
+      precreated_.erase(it);
+    }
+  }
+  // Otherwise an empty cgroup of this id is one made for other limits, or left by an agent that
+  // died before removing it: it is made afresh, so that the limits are this spec's and the values
+  // not written are a new cgroup's.
+  if (!precreated && cgroups_.exists(cg)) (void)cgroups_.remove(cg);
   const bool v2 = cgroups_.mode() == CgroupMode::kV2;
-  if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
-    (void)cgroups_.remove(cg);
-    return st;
+  if (!precreated) {
+    if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
+      (void)cgroups_.remove(cg);
+      return st;
+    }
   }
   tCgroup = TraceClock::now();
   Fd cgroupDir;
@@ -724,7 +739,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
               << " prepare_us=" << us(t0, tPrepared)
               << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tSent, tCloned)
               << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec)
-              << " spawn=" << (viaZygote ? "zygote" : "agent");
+              << " spawn=" << (viaZygote ? "zygote" : "agent") << " precreated=" << (precreated ? 1 : 0);
     if (traceNs != nullptr) {
       // Inside the init: up -> go -> joined -> stdio -> mounts -> new root -> forked -> execve.
       static const char* const kNames[] = {"up", "go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
@@ -869,6 +884,26 @@ Status ExecDriver::destroy(const TaskHandle& h) {
   std::lock_guard lock(mu_);
   reaped_.erase(h.pid);
   return Status::ok();
+}
+
+void ExecDriver::precreate(const std::string& id, const CgroupLimits& limits) {
+  std::string cg = cgroupPath(id);
+  if (!cgroups_.procs(cg).empty()) return;  // a running task (an agent restart): not ours to touch
+  if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
+  if (!cgroups_.create(cg, limits, {})) {
+    (void)cgroups_.remove(cg);
+    return;  // start() will make it and say why it cannot
+  }
+  std::lock_guard l(precreatedMu_);
+  precreated_[id] = limits;
+}
+
+void ExecDriver::discardPrecreated(const std::string& id) {
+  {
+    std::lock_guard l(precreatedMu_);
+    if (precreated_.erase(id) == 0) return;
+  }
+  (void)cgroups_.remove(cgroupPath(id));
 }
 
 std::vector<std::pair<std::string, TaskHandle>> ExecDriver::recover() {

@@ -125,6 +125,34 @@ bool writeFileAtomic(const std::string& path, const std::string& data) {
 
 }  // namespace
 
+StatusOr<CgroupLimits> taskCgroupLimits(const JsonValue& task) {
+  auto cpuReq = quantityMilli(task, "requests", "cpu");
+  auto cpuLim = quantityMilli(task, "limits", "cpu");
+  auto memLim = quantityMilli(task, "limits", "memory");
+  if (!cpuReq) return cpuReq.status();
+  if (!cpuLim) return cpuLim.status();
+  if (!memLim) return memLim.status();
+  auto memReq = quantityMilli(task, "requests", "memory");
+  if (!memReq) return memReq.status();
+  // As Kubernetes validates a container: a request may not exceed its limit.
+  if (*cpuLim > 0 && *cpuReq > *cpuLim) {
+    return Status::invalid("resources.requests.cpu: Invalid value: must be less than or equal to cpu limit");
+  }
+  if (*memLim > 0 && *memReq > *memLim) {
+    return Status::invalid("resources.requests.memory: Invalid value: must be less than or equal to memory limit");
+  }
+  // Below a page the kernel cannot account, and the task would be OOM-killed before its execve.
+  if (*memLim > 0 && *memLim / 1000 < int64_t{1024} * 1024) {
+    return Status::invalid("resources.limits.memory: Invalid value: must be at least 1Mi");
+  }
+  CgroupLimits limits;
+  if (*cpuReq > 0) limits.cpuShares = std::max<int64_t>(2, *cpuReq * 1024 / 1000);
+  if (*cpuLim > 0) limits.cpuQuotaMicros = std::max<int64_t>(1000, *cpuLim * 100);  // per 100 ms
+  if (*memLim > 0) limits.memoryBytes = *memLim / 1000;
+  limits.pidsMax = kDefaultPidsMax;
+  return limits;
+}
+
 int parseSignal(const std::string& s) {
   static const std::pair<const char*, int> kSignals[] = {
       {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
@@ -386,29 +414,9 @@ StatusOr<TaskLaunch> TaskRunner::buildLaunch() {
   for (const auto& s : stringList(kube::find(task, {"args"}))) l.argv.push_back(expand(s, env));
   if (l.argv.empty()) return Status::invalid("command: Required value: the task has no command");
 
-  auto cpuReq = quantityMilli(task, "requests", "cpu");
-  auto cpuLim = quantityMilli(task, "limits", "cpu");
-  auto memLim = quantityMilli(task, "limits", "memory");
-  if (!cpuReq) return cpuReq.status();
-  if (!cpuLim) return cpuLim.status();
-  if (!memLim) return memLim.status();
-  auto memReq = quantityMilli(task, "requests", "memory");
-  if (!memReq) return memReq.status();
-  // As Kubernetes validates a container: a request may not exceed its limit.
-  if (*cpuLim > 0 && *cpuReq > *cpuLim) {
-    return Status::invalid("resources.requests.cpu: Invalid value: must be less than or equal to cpu limit");
-  }
-  if (*memLim > 0 && *memReq > *memLim) {
-    return Status::invalid("resources.requests.memory: Invalid value: must be less than or equal to memory limit");
-  }
-  // Below a page the kernel cannot account, and the task would be OOM-killed before its execve.
-  if (*memLim > 0 && *memLim / 1000 < int64_t{1024} * 1024) {
-    return Status::invalid("resources.limits.memory: Invalid value: must be at least 1Mi");
-  }
-  if (*cpuReq > 0) l.limits.cpuShares = std::max<int64_t>(2, *cpuReq * 1024 / 1000);
-  if (*cpuLim > 0) l.limits.cpuQuotaMicros = std::max<int64_t>(1000, *cpuLim * 100);  // per 100 ms
-  if (*memLim > 0) l.limits.memoryBytes = *memLim / 1000;
-  l.limits.pidsMax = kDefaultPidsMax;
+  auto cgroupLimits = taskCgroupLimits(task);
+  if (!cgroupLimits) return cgroupLimits.status();
+  l.limits = *cgroupLimits;
   // The task's init writes its output into rotated files there (nodeagent/logs/).
   auto limits = logs::parseLogLimits(kube::find(task, {"logs"}));
   if (!limits) return limits.status();
@@ -460,6 +468,12 @@ void TaskRunner::stopProbes() {
 
 void TaskRunner::run() {
   traceStartPoint("task_runner");
+  // A cgroup the allocation runner made ahead for our first start, if no start used it.
+  struct Discard {
+    Driver& d;
+    std::string id;
+    ~Discard() { d.discardPrecreated(id); }
+  } discard{driver_, config_.allocUid + "." + name_};
   const JsonValue& task = *config_.task;
   int killSignal = parseSignal(kube::getString(task, {"killSignal"}, "SIGTERM"));
   int killTimeoutMs = static_cast<int>(kube::getInt(task, {"killTimeoutSeconds"}).value_or(5)) * 1000;

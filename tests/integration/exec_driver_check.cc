@@ -355,6 +355,44 @@ void checkLimits(nodeagent::Driver& d) {
     check(got == "1024 -1 100000 max", "a new cgroup without limits has the defaults libcgroup is not asked to write", got);
   }
 
+  // A cgroup made ahead (precreate): a start with the same limits uses it, one with other limits
+  // remakes it, and one no start used is removed by discardPrecreated.
+  {
+    auto exists = [](const std::string& cg) { return access(("/sys/fs/cgroup/pids/" + cg).c_str(), F_OK) == 0; };
+    auto la = makeLaunch("pre-same", {"/bin/sleep", "30"});
+    la.launch.limits.pidsMax = 77;
+    d.precreate(la.launch.id, la.launch.limits);
+    std::string cgA = gFix->parent + "/" + la.launch.id;
+    bool made = exists(cgA) && trim(slurp("/sys/fs/cgroup/pids/" + cgA + "/pids.max")) == "77";
+    auto ra = run(d, la, 20000, false);
+    d.discardPrecreated(la.launch.id);  // used by the start: a no-op
+    bool kept = ra.started && exists(cgA) && readU64("/sys/fs/cgroup/pids/" + cgA + "/pids.current") >= 1;
+    auto lb = makeLaunch("pre-other", {"/bin/sleep", "30"});
+    lb.launch.limits.pidsMax = 77;
+    d.precreate(lb.launch.id, lb.launch.limits);
+    lb.launch.limits.pidsMax = 88;
+    lb.launch.limits.cpuQuotaMicros = 20000;
+    auto rb = run(d, lb, 20000, false);
+    std::string cgB = gFix->parent + "/" + lb.launch.id;
+    std::string got = trim(slurp("/sys/fs/cgroup/pids/" + cgB + "/pids.max")) + " " +
+                      trim(slurp("/sys/fs/cgroup/cpu/" + cgB + "/cpu.cfs_quota_us"));
+    auto lc = makeLaunch("pre-unused", {"/bin/true"});
+    d.precreate(lc.launch.id, lc.launch.limits);
+    std::string cgC = gFix->parent + "/" + lc.launch.id;
+    bool madeC = exists(cgC);
+    d.discardPrecreated(lc.launch.id);
+    for (auto* r : {&ra, &rb}) {
+      if (!r->started) continue;
+      (void)d.stop(r->handle, SIGKILL, 0);
+      (void)d.wait(r->handle, 5000);
+      (void)d.destroy(r->handle);
+    }
+    check(made && kept, "a precreated cgroup (pids.max 77) is the one the start runs in", ra.startError);
+    check(rb.started && got == "88 20000", "a precreated cgroup with other limits is made again for the start",
+          got + " " + rb.startError);
+    check(madeC && !exists(cgC), "a precreated cgroup no start used is removed by discardPrecreated");
+  }
+
   // pids: fork until the limit refuses.
   auto lp = makeLaunch("forkbomb", {"/usr/bin/python3", "-c", R"PY(
 import os, time
