@@ -31,6 +31,9 @@ using kube::Status;
 namespace {
 
 const kube::ResourceRef kWorkers{"foxden.io", "v1alpha1", "workers", "", "", ""};
+// Allocation-directory skeletons kept ready (nodeagent/allocrunner/dir_pool.h): one-at-a-time
+// starts take one each; a burst uses them up and makes the rest at the start.
+constexpr size_t kDirPoolSize = 4;
 const kube::ResourceRef kAllocations{"foxden.io", "v1alpha1", "allocations", "", "", ""};
 const kube::ResourceRef kLeases{"coordination.k8s.io", "v1", "leases", "foxden-system", "", ""};
 
@@ -85,6 +88,8 @@ Agent::Agent(AgentOptions options, kube::RestClientPtr client, DriverPtr exec, D
     std::filesystem::create_directories(ro.allowedDirs.back(), ec);
   }
   rootfs_ = std::make_unique<RootfsCache>(std::move(ro));
+  dirPool_ = std::make_unique<DirPool>(options_.dataDir, kDirPoolSize);
+  ctx_.dirPool = dirPool_.get();
   ctx_.root.rootBinds = options_.rootBinds;
   ctx_.root.rootfs = rootfs_.get();
   ctx_.root.hostVolumes = options_.hostVolumes;

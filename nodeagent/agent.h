@@ -20,6 +20,7 @@
 #include "kube/rest_client.h"
 #include "kube/workqueue.h"
 #include "nodeagent/allocrunner/alloc_runner.h"
+#include "nodeagent/allocrunner/dir_pool.h"
 #include "nodeagent/gc.h"
 #include "nodeagent/devices/gpu.h"
 #include "nodeagent/driver/driver.h"
@@ -89,6 +90,7 @@ class Agent {
   std::unique_ptr<logs::LogServer> logServer_;
   std::string certSha256_;  // of the log endpoint's certificate; constant after start-up
   std::unique_ptr<RootfsCache> rootfs_;  // <dataDir>/rootfs, shared by every task runner
+  std::unique_ptr<DirPool> dirPool_;     // <dataDir>/spare: allocation directories made ahead
 };
 
 }  // namespace nodeagent

@@ -1,12 +1,14 @@
 #include "nodeagent/allocrunner/alloc_runner.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <set>
 
 #include "kube/timeutil.h"
+#include "nodeagent/allocrunner/dir_pool.h"
 #include "nodeagent/status_writer.h"
 
 namespace nodeagent {
@@ -111,13 +113,24 @@ kube::Status AllocRunner::validateTasks(const Json& alloc) {
 
 kube::Status AllocRunner::prepareDirs(const Json& alloc) {
   std::string base = ctx_.dataDir + "/allocs/" + uid_;
-  if (!mkdirs(base + "/alloc", 0755)) return kube::Status::internal("cannot create " + base + "/alloc");
-  ::chmod((base + "/alloc").c_str(), 01777);
-  if (!mkdirs(ctx_.dataDir + "/state/" + uid_, 0700)) {
-    return kube::Status::internal("cannot create the state directory");
+  const auto& tasks = kube::find(alloc, {"spec", "tasks"})->GetArray();
+  // A new allocation takes a skeleton made ahead, with its first task's directory, if one is ready.
+  std::string pooled;
+  if (ctx_.dirPool != nullptr && ::access(base.c_str(), F_OK) != 0 &&
+      ::access((ctx_.dataDir + "/state/" + uid_).c_str(), F_OK) != 0) {
+    std::string first = kube::getString(tasks[0], {"name"});
+    if (ctx_.dirPool->take(uid_, first)) pooled = first;
   }
-  for (const auto& t : kube::find(alloc, {"spec", "tasks"})->GetArray()) {
+  if (pooled.empty()) {
+    if (!mkdirs(base + "/alloc", 0755)) return kube::Status::internal("cannot create " + base + "/alloc");
+    ::chmod((base + "/alloc").c_str(), 01777);
+    if (!mkdirs(ctx_.dataDir + "/state/" + uid_, 0700)) {
+      return kube::Status::internal("cannot create the state directory");
+    }
+  }
+  for (const auto& t : tasks) {
     std::string n = kube::getString(t, {"name"});
+    if (n == pooled) continue;
     for (const char* d : {"local", "secrets", "tmp", "logs"}) {
       std::string p = base + "/" + n + "/" + d;
       if (!mkdirs(p, 0755)) return kube::Status::internal("cannot create " + p);

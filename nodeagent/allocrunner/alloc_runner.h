@@ -29,8 +29,11 @@ namespace nodeagent {
 
 class StatusWriter;
 
+class DirPool;
+
 struct AllocContext {
   std::string dataDir;
+  DirPool* dirPool = nullptr;  // allocation directories made ahead (null: made at each start)
   Driver* execDriver = nullptr;
   Driver* rawExecDriver = nullptr;  // null unless the worker enables raw_exec
   StatusWriter* status = nullptr;
