@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -140,21 +139,18 @@ kube::Status AllocRunner::prepareDirs(const Json& alloc) {
   return kube::Status::ok();
 }
 
-std::vector<std::tuple<Driver*, std::string, CgroupLimits>> AllocRunner::earlyCgroups(const Json& alloc) const {
+std::vector<std::tuple<Driver*, std::string, CgroupLimits>> AllocRunner::earlyCgroups(
+    const Json& alloc, const std::vector<const JsonValue*>& first) const {
   std::vector<std::tuple<Driver*, std::string, CgroupLimits>> out;
   // GPU tasks' cgroups carry device rules, made with the start.
   const JsonValue* gpus = kube::find(alloc, {"spec", "resources", "gpus"});
   if (gpus != nullptr && gpus->IsArray() && !gpus->Empty()) return out;
-  const auto& tasks = kube::find(alloc, {"spec", "tasks"})->GetArray();
-  bool prestart = std::any_of(tasks.begin(), tasks.end(), [](const JsonValue& t) { return hook(t) == "prestart"; });
-  for (const auto& t : tasks) {
-    std::string h = hook(t);
-    if (prestart ? h != "prestart" : (h == "prestart" || h == "poststop")) continue;
-    auto limits = taskCgroupLimits(t);
+  for (const JsonValue* t : first) {
+    auto limits = taskCgroupLimits(*t);
     if (!limits) continue;  // the start reports it
-    bool raw = kube::getString(t, {"driver"}, "exec") == "raw_exec";
+    bool raw = kube::getString(*t, {"driver"}, "exec") == "raw_exec";
     Driver* driver = raw ? ctx_.rawExecDriver : ctx_.execDriver;
-    if (driver != nullptr) out.emplace_back(driver, uid_ + "." + kube::getString(t, {"name"}), *limits);
+    if (driver != nullptr) out.emplace_back(driver, uid_ + "." + kube::getString(*t, {"name"}), *limits);
   }
   return out;
 }
@@ -228,8 +224,15 @@ void AllocRunner::run() {
   // The cgroups of the first tasks to start are made (by a helper thread, through the driver)
   // while their directories are: on a start's path they took about as long as each other.
   kube::Status st = validateTasks(*doc);
+  std::vector<const JsonValue*> prestart, main, poststop;
   std::vector<std::tuple<Driver*, std::string, CgroupLimits>> early;
-  if (st) early = earlyCgroups(*doc);
+  if (st) {
+    for (const auto& t : kube::find(*doc, {"spec", "tasks"})->GetArray()) {
+      std::string h = hook(t);
+      (h == "prestart" ? prestart : h == "poststop" ? poststop : main).push_back(&t);
+    }
+    early = earlyCgroups(*doc, prestart.empty() ? main : prestart);
+  }
   std::thread cgroups;
   if (!early.empty()) {
     cgroups = std::thread([&early] {
@@ -239,7 +242,6 @@ void AllocRunner::run() {
   if (st) st = prepareDirs(*doc);
   traceStartPoint("dirs_made");
   if (cgroups.joinable()) cgroups.join();
-  traceStartPoint("cgroups_and_dirs");
   if (!st) {
     for (auto& [driver, id, limits] : early) driver->discardPrecreated(id);
     {
@@ -254,11 +256,6 @@ void AllocRunner::run() {
   }
   traceStartPoint("dirs_ready");
   std::string jobType = kube::getString(*doc, {"spec", "jobType"}, "batch");
-  std::vector<const JsonValue*> prestart, main, poststop;
-  for (const auto& t : kube::find(*doc, {"spec", "tasks"})->GetArray()) {
-    std::string h = hook(t);
-    (h == "prestart" ? prestart : h == "poststop" ? poststop : main).push_back(&t);
-  }
   // Runs `tasks` and waits until every non-sidecar among them is done; false if one failed.
   auto phase = [&](const std::vector<const JsonValue*>& tasks, bool waitAll) {
     std::vector<TaskRunner*> waitFor;

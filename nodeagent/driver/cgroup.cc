@@ -319,8 +319,8 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
     }
     for (const auto& s : cgroupSettings(CgroupMode::kV1, limits, memsw_)) {
       // A new v1 cgroup has these values already, and libcgroup spends seven syscalls on each
-      // value it writes (it re-reads /proc/mounts first). (ExecDriver::start removes a leftover
-      // cgroup of the same id first, so that the cgroup made here is always new.)
+      // value it writes (it re-reads /proc/mounts first). (ExecDriver::makeCgroup removes a
+      // leftover cgroup of the same path first, so that the cgroup made here is always new.)
       if (isNewV1CgroupDefault(s)) continue;
       cgroup_controller* c = controller(s.controller);
       if (c == nullptr) return Status::internal("cgroup_add_controller " + s.controller);
@@ -342,8 +342,8 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
     }
   }
   // devices.allow/deny take one rule per write and libcgroup keeps one value per file name, so the
-  // allow-list is written directly: deny everything, then allow each node.
-  // One open of devices.allow for all the rules: the kernel takes each write() as one rule.
+  // allow-list is written directly: deny everything, then allow each node, each rule one write()
+  // through a single open of devices.allow.
   std::string dev = dir("devices", path);
   if (auto st = writeFile(dev + "/devices.deny", "a"); !st) return st;
   std::vector<DeviceRule> rules = standardDeviceRules();

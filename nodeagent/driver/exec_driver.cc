@@ -240,6 +240,10 @@ class ExecDriver final : public Driver {
 
  private:
   std::string cgroupPath(const std::string& id) const { return options_.cgroupParent + "/" + id; }
+  // Makes the cgroup `cg` (which has no processes) new: an empty one of that path, made for other
+  // limits or left by an agent that died before removing it, is removed first, because the v1
+  // values a new cgroup has by default are not written. On failure nothing is left.
+  Status makeCgroup(const std::string& cg, const CgroupLimits& limits, const std::vector<DeviceRule>& devices);
   std::string idOf(const TaskHandle& h) const { return h.cgroup.substr(h.cgroup.rfind('/') + 1); }
   std::string stateFile(const std::string& id) const { return options_.stateDir + "/" + id; }
   std::optional<std::string> taskDirOf(const TaskHandle& h);
@@ -575,17 +579,10 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
       precreated_.erase(it);
     }
   }
-  // Otherwise an empty cgroup of this id is one made for other limits, or left by an agent that
-  // died before removing it: it is made afresh, so that the limits are this spec's and the values
-  // not written are a new cgroup's.
-  if (!precreated && cgroups_.exists(cg)) (void)cgroups_.remove(cg);
-  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   if (!precreated) {
-    if (auto st = cgroups_.create(cg, launch.limits, deviceRules); !st) {
-      (void)cgroups_.remove(cg);
-      return st;
-    }
+    if (auto st = makeCgroup(cg, launch.limits, deviceRules); !st) return st;
   }
+  const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   tCgroup = TraceClock::now();
   Fd cgroupDir;
   std::vector<std::string> joinPaths;
@@ -886,14 +883,20 @@ Status ExecDriver::destroy(const TaskHandle& h) {
   return Status::ok();
 }
 
+Status ExecDriver::makeCgroup(const std::string& cg, const CgroupLimits& limits,
+                              const std::vector<DeviceRule>& devices) {
+  if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
+  if (auto st = cgroups_.create(cg, limits, devices); !st) {
+    (void)cgroups_.remove(cg);
+    return st;
+  }
+  return Status::ok();
+}
+
 void ExecDriver::precreate(const std::string& id, const CgroupLimits& limits) {
   std::string cg = cgroupPath(id);
   if (!cgroups_.procs(cg).empty()) return;  // a running task (an agent restart): not ours to touch
-  if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
-  if (!cgroups_.create(cg, limits, {})) {
-    (void)cgroups_.remove(cg);
-    return;  // start() will make it and say why it cannot
-  }
+  if (!makeCgroup(cg, limits, {})) return;  // start() will make it and say why it cannot
   std::lock_guard l(precreatedMu_);
   precreated_[id] = limits;
 }
