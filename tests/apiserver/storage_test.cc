@@ -13,16 +13,9 @@
 #include <thread>
 #include <vector>
 
-namespace {
+#include "tests/temp_dir.h"
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/foxden-storage-test.XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
+namespace {
 
 using apiserver::Entry;
 using apiserver::Mutation;
@@ -38,7 +31,7 @@ kube::StatusOr<Entry> increment(apiserver::Storage& s, const std::string& key) {
 }  // namespace
 
 TEST_CASE("storage: concurrent read-modify-writes lose nothing and revisions follow commit order") {
-  TempDir dir;
+  foxden_test::TempDir dir("foxden-storage-test");
   auto opened = apiserver::Storage::open(dir.path + "/state.db");
   REQUIRE(opened);
   auto& s = **opened;
@@ -94,7 +87,7 @@ TEST_CASE("storage: concurrent read-modify-writes lose nothing and revisions fol
 }
 
 TEST_CASE("storage: deletes and refusals under concurrency") {
-  TempDir dir;
+  foxden_test::TempDir dir("foxden-storage-test");
   auto opened = apiserver::Storage::open(dir.path + "/state.db");
   REQUIRE(opened);
   auto& s = **opened;

@@ -10,19 +10,9 @@
 #include <string>
 #include <thread>
 
-namespace {
+#include "tests/temp_dir.h"
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/foxden-dirpool-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+namespace {
 
 mode_t modeOf(const std::string& p) {
   struct stat st {};
@@ -41,7 +31,7 @@ bool takeSoon(nodeagent::DirPool& pool, const std::string& uid, const std::strin
 }  // namespace
 
 TEST_CASE("dir pool: a skeleton becomes the allocation's and state directories, with their modes") {
-  TempDir d;
+  foxden_test::TempDir d("foxden-dirpool");
   ::umask(022);
   nodeagent::DirPool pool(d.path, 2);
   REQUIRE(takeSoon(pool, "u1", "web"));
@@ -56,7 +46,7 @@ TEST_CASE("dir pool: a skeleton becomes the allocation's and state directories, 
 }
 
 TEST_CASE("dir pool: size 0 never gives one; an existing state directory is not replaced") {
-  TempDir d;
+  foxden_test::TempDir d("foxden-dirpool");
   {
     nodeagent::DirPool none(d.path, 0);
     CHECK_FALSE(none.take("u1", "main"));
@@ -76,7 +66,7 @@ TEST_CASE("dir pool: size 0 never gives one; an existing state directory is not 
 }
 
 TEST_CASE("dir pool: leftovers of an earlier agent are removed when the pool starts") {
-  TempDir d;
+  foxden_test::TempDir d("foxden-dirpool");
   std::filesystem::create_directories(d.path + "/spare/7.a/t/local");
   nodeagent::DirPool pool(d.path, 0);
   CHECK(::access((d.path + "/spare").c_str(), F_OK) != 0);

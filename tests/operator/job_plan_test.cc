@@ -63,6 +63,12 @@ struct World {
     job["spec"]["groups"][0]["tasks"][0]["command"][0].SetString(cmd.c_str(), job.GetAllocator());
     reparse();
   }
+  // The first plan's status kept, and the three allocations it asked for Running, healthy since
+  // kT0: the starting point of most tests below.
+  void settleThreeRunning() {
+    keepStatus(plan(kT0));
+    for (int i = 0; i < 3; ++i) add(std::to_string(i), 0, "Running", kT0);
+  }
   // An allocation of the current template at `slot`, in `phase`, healthy since `healthy`.
   void add(const std::string& slot, int attempt, const std::string& phase, std::optional<TimePoint> healthySince,
            const std::string& worker = "w1", std::string hash = "", TimePoint created = kT0) {
@@ -111,8 +117,7 @@ TEST_CASE("plan: a new service Job places count allocations, version 0") {
 
 TEST_CASE("plan: healthy allocations finish the rollout and make the version stable") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   Plan p = w.plan(kT0 + 5s);  // healthy for 5 s of the 10 needed
   CHECK(p.place.empty());
   CHECK(kube::getString(p.status, {"deployment", "state"}) == "Running");
@@ -127,8 +132,7 @@ TEST_CASE("plan: healthy allocations finish the rollout and make the version sta
 
 TEST_CASE("plan: a new template rolls out maxParallel at a time, gated on health") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.keepStatus(w.plan(kT0 + 11s));
   const std::string oldHash = w.spec.groups[0].hash;
   w.setCommand("v2");
@@ -156,8 +160,7 @@ TEST_CASE("plan: a new template rolls out maxParallel at a time, gated on health
 
 TEST_CASE("plan: a failed new allocation fails the rollout and autoRevert goes back to stable") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.keepStatus(w.plan(kT0 + 11s));
   w.setCommand("broken");
   Plan p = w.plan(kT0 + 20s);
@@ -187,8 +190,7 @@ TEST_CASE("plan: an operator outage longer than the deadlines does not fail what
   // plans again 600 s later, with nothing recorded in between.
   auto afterOutage = [](const std::string& update, const std::string& phase) {
     World w(serviceJob("v1", update));
-    w.keepStatus(w.plan(kT0));
-    for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+    w.settleThreeRunning();
     w.keepStatus(w.plan(kT0 + 2s));
     w.setCommand("v2");
     Plan p = w.plan(kT0 + 10s);
@@ -226,8 +228,7 @@ TEST_CASE("plan: rollbackTo copies a kept version's template and keeps the count
 
 TEST_CASE("plan: a lost allocation is replaced after the reschedule delay, elsewhere") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.keepStatus(w.plan(kT0 + 11s));
   w.allocs.erase(w.allocs.begin());
   w.add("0", 0, "Failed", std::nullopt, "w2", "", kT0 + 100s);  // finished at T0+101s
@@ -245,8 +246,7 @@ TEST_CASE("plan: a lost allocation is replaced after the reschedule delay, elsew
 
 TEST_CASE("plan: canaries wait for promotion, then replace the old allocation of their slot") {
   World w(serviceJob("v1", "{maxParallel: 1, minHealthySeconds: 0, canary: 1}"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.keepStatus(w.plan(kT0 + 1s));
   w.setCommand("v2");
   Plan p = w.plan(kT0 + 2s);
@@ -272,8 +272,7 @@ TEST_CASE("plan: canaries wait for promotion, then replace the old allocation of
 
 TEST_CASE("plan: a migrating allocation gets a replacement elsewhere") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.keepStatus(w.plan(kT0 + 11s));
   kube::Json m = kube::cloneJson(*w.allocs[1]);
   m["spec"].AddMember("migrate", true, m.GetAllocator());
@@ -295,8 +294,7 @@ TEST_CASE("plan: a migrating allocation gets a replacement elsewhere") {
 
 TEST_CASE("plan: scale down stops the highest slots; suspend stops everything") {
   World w(serviceJob("v1"));
-  w.keepStatus(w.plan(kT0));
-  for (int i = 0; i < 3; ++i) w.add(std::to_string(i), 0, "Running", kT0);
+  w.settleThreeRunning();
   w.job["spec"]["groups"][0]["count"] = 1;
   w.reparse();
   Plan p = w.plan(kT0 + 1s);
