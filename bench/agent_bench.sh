@@ -39,7 +39,7 @@ wave 1 "$WAVE"
 sleep 2
 RSS100=$(rss $AGENT)
 if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then CGMODE=v2; PIDS=/sys/fs/cgroup; else CGMODE=v1; PIDS=/sys/fs/cgroup/pids; fi
-helpers=$(for d in $PIDS/foxden-$NODE/*/; do echo $(( $(wc -l <"$d/cgroup.procs") - 1 )); done | sort | uniq -c | awk '{printf "%s task(s) with %s extra process(es); ", $1, $2}')
+helpers=$(for d in $PIDS/foxden-$NODE/*/; do case $d in */spare-*/) continue ;; esac; echo $(( $(wc -l <"$d/cgroup.procs") - 1 )); done | sort | uniq -c | awk '{printf "%s task(s) with %s extra process(es); ", $1, $2}')
 wave $((WAVE + 1)) $((2 * WAVE))
 STARTED=$(running)
 # One at a time: the start path without queueing behind a burst. Each start is awaited through the
@@ -78,6 +78,6 @@ echo "per task, besides the task itself: $helpers(the task's init: PID 1 of its 
 echo "server RSS with $((2 * WAVE)) allocations: $(rss $SERVER_PID)"
 cp "$WORK/agent.log" "${BENCH_LOG:-/tmp/foxden-agent-bench.log}"
 api -X DELETE "$ALLOCS" -o /dev/null
-for _ in $(seq 1 600); do [ -z "$(find $PIDS/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ -z "$(find $PIDS/foxden-$NODE -mindepth 1 -maxdepth 1 -type d ! -name 'spare-*' 2>/dev/null)" ] && break; sleep 0.1; done
 kill -9 $AGENT 2>/dev/null || true
-for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw /sys/fs/cgroup/foxden-$NODE; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+rm_agent_cgroups $NODE

@@ -19,7 +19,7 @@ finish_bench() {
   sleep 2
   kill $AGENT 2>/dev/null || true
   wait $AGENT 2>/dev/null || true
-  for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+  rm_agent_cgroups $NODE
   cleanup
 }
 trap finish_bench EXIT

@@ -132,7 +132,9 @@ int main(int argc, char** argv) {
   eo.stateDir = o.dataDir + "/driver/exec";
   eo.traceStarts = o.traceStarts;
   eo.zygoteFd = zygoteFd;
+  eo.spareCgroups = 4;  // v1: a start renames one into place (see driver/README.md)
   nodeagent::ExecDriverOptions ro = eo;
+  ro.spareCgroups = o.enableRawExec ? 2 : 0;
   ro.isolate = false;
   ro.cgroupParent = "foxden-" + o.name + "-raw";
   ro.stateDir = o.dataDir + "/driver/raw";

@@ -139,22 +139,6 @@ kube::Status AllocRunner::prepareDirs(const Json& alloc) {
   return kube::Status::ok();
 }
 
-std::vector<std::tuple<Driver*, std::string, CgroupLimits>> AllocRunner::earlyCgroups(
-    const Json& alloc, const std::vector<const JsonValue*>& first) const {
-  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> out;
-  // GPU tasks' cgroups carry device rules, made with the start.
-  const JsonValue* gpus = kube::find(alloc, {"spec", "resources", "gpus"});
-  if (gpus != nullptr && gpus->IsArray() && !gpus->Empty()) return out;
-  for (const JsonValue* t : first) {
-    auto limits = taskCgroupLimits(*t);
-    if (!limits) continue;  // the start reports it
-    bool raw = kube::getString(*t, {"driver"}, "exec") == "raw_exec";
-    Driver* driver = raw ? ctx_.rawExecDriver : ctx_.execDriver;
-    if (driver != nullptr) out.emplace_back(driver, uid_ + "." + kube::getString(*t, {"name"}), *limits);
-  }
-  return out;
-}
-
 std::unique_ptr<TaskRunner> AllocRunner::makeRunner(const Json& a, const JsonValue& task, const std::string& jobType) {
   TaskConfig c;
   c.allocUid = uid_;
@@ -221,29 +205,16 @@ void AllocRunner::run() {
     doc = alloc_;
     startedAt_ = kube::getString(*doc, {"status", "startedAt"}, kube::nowTime());
   }
-  // The cgroups of the first tasks to start are made (by a helper thread, through the driver)
-  // while their directories are: on a start's path they took about as long as each other.
   kube::Status st = validateTasks(*doc);
   std::vector<const JsonValue*> prestart, main, poststop;
-  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> early;
   if (st) {
     for (const auto& t : kube::find(*doc, {"spec", "tasks"})->GetArray()) {
       std::string h = hook(t);
       (h == "prestart" ? prestart : h == "poststop" ? poststop : main).push_back(&t);
     }
-    early = earlyCgroups(*doc, prestart.empty() ? main : prestart);
+    st = prepareDirs(*doc);
   }
-  std::thread cgroups;
-  if (!early.empty()) {
-    cgroups = std::thread([&early] {
-      for (auto& [driver, id, limits] : early) driver->precreate(id, limits);
-    });
-  }
-  if (st) st = prepareDirs(*doc);
-  traceStartPoint("dirs_made");
-  if (cgroups.joinable()) cgroups.join();
   if (!st) {
-    for (auto& [driver, id, limits] : early) driver->discardPrecreated(id);
     {
       std::lock_guard l(mu_);
       phase_ = "Failed";
@@ -269,11 +240,8 @@ void AllocRunner::run() {
       raw->start();
       if (!sidecar(*t)) waitFor.push_back(raw);
     }
-    {
-      std::lock_guard l(mu_);
-      if (phase_ == "Pending") phase_ = "Running";
-    }
-    report();
+    // The runners report their tasks (and with them the phase) once they ran: no status write
+    // goes out while the starts are under way.
     if (!waitAll) return true;
     for (;;) {
       bool allDone = true, anyFailed = false;
@@ -336,6 +304,12 @@ void AllocRunner::report() {
   Json st(rapidjson::kObjectType);
   auto& a = st.GetAllocator();
   std::lock_guard l(mu_);
+  std::vector<TaskState> states;
+  for (auto& r : runners_) {
+    states.push_back(r->snapshot());
+    // Running once a task has run (or failed to start), as a Pod is once a container has started.
+    if (phase_ == "Pending" && states.back().state != "Waiting") phase_ = "Running";
+  }
   kube::setString(st, "phase", phase_, a);
   if (!message_.empty()) kube::setString(st, "message", message_, a);
   if (!startedAt_.empty()) kube::setString(st, "startedAt", startedAt_, a);
@@ -343,8 +317,7 @@ void AllocRunner::report() {
   if (auto g = kube::getInt(*alloc_, {"metadata", "generation"})) st.AddMember("observedGeneration", *g, a);
   JsonValue tasks(rapidjson::kArrayType);
   std::set<std::string> reported;
-  for (auto& r : runners_) {
-    TaskState s = r->snapshot();
+  for (const TaskState& s : states) {
     reported.insert(s.name);
     JsonValue t(rapidjson::kObjectType);
     kube::setString(t, "name", s.name, a);

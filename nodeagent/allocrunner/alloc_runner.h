@@ -69,10 +69,6 @@ class AllocRunner {
   // Task names and drivers (before anything is made for the allocation).
   kube::Status validateTasks(const kube::Json& alloc);
   kube::Status prepareDirs(const kube::Json& alloc);
-  // The cgroups made ahead of the starts of `first`, the tasks the allocation starts first
-  // (Driver::precreate): driver, task id, limits.
-  std::vector<std::tuple<Driver*, std::string, CgroupLimits>> earlyCgroups(
-      const kube::Json& alloc, const std::vector<const kube::JsonValue*>& first) const;
 
   const AllocContext& ctx_;
   const std::string uid_;

@@ -6,15 +6,14 @@
 // and starts make their directories as before.
 //
 // A skeleton, in <dataDir>/spare/: <n>.a (the allocation directory: alloc/ 01777 and t/, a task
-// directory with local/ 01777, secrets/, tmp/ 01777, logs/) and <n>.s (its state directory, 0700).
+// directory with local/ 01777, secrets/, tmp/ 01777, logs/, and .foxden/ 0700 with root/, the exec
+// driver's) and <n>.s (its state directory, 0700).
 // Nothing else reads <dataDir>/spare: it is emptied when the pool starts.
 
-#include <condition_variable>
 #include <cstddef>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
+
+#include "nodeagent/spare_pool.h"
 
 namespace nodeagent {
 
@@ -22,9 +21,6 @@ class DirPool {
  public:
   // Starts the thread that keeps `size` skeletons ready (0: none; take() then always says no).
   DirPool(std::string dataDir, size_t size);
-  ~DirPool();
-  DirPool(const DirPool&) = delete;
-  DirPool& operator=(const DirPool&) = delete;
 
   // Moves a ready skeleton to <dataDir>/allocs/<uid> (its task directory named `task`) and
   // <dataDir>/state/<uid>, which must not exist. False when none is ready or a rename failed (the
@@ -33,16 +29,10 @@ class DirPool {
 
  private:
   bool make(const std::string& dir);
-  void fill();
+  std::string spare(size_t n) const { return dataDir_ + "/spare/" + std::to_string(n); }
 
   const std::string dataDir_;
-  const size_t size_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::string> ready_;  // guarded by mu_
-  size_t next_ = 0;                 // guarded by mu_
-  bool stopping_ = false;           // guarded by mu_
-  std::thread filler_;
+  SparePool pool_;  // last: its thread uses the members above
 };
 
 }  // namespace nodeagent

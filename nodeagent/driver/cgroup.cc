@@ -341,14 +341,44 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
       return Status::internal("create cgroup " + path + ": " + libcgroupError(rc));
     }
   }
-  // devices.allow/deny take one rule per write and libcgroup keeps one value per file name, so the
-  // allow-list is written directly: deny everything, then allow each node, each rule one write()
-  // through a single open of devices.allow.
-  std::string dev = dir("devices", path);
-  if (auto st = writeFile(dev + "/devices.deny", "a"); !st) return st;
+  // Devices: deny everything, then allow the standard nodes and `devices`.
+  if (auto st = writeFile(dir("devices", path) + "/devices.deny", "a"); !st) return st;
   std::vector<DeviceRule> rules = standardDeviceRules();
   rules.insert(rules.end(), devices.begin(), devices.end());
-  std::string allow = dev + "/devices.allow";
+  return allowDevices(path, rules);
+}
+
+Status CgroupManager::adopt(const std::string& spare, const std::string& path, const CgroupLimits& limits,
+                            const std::vector<DeviceRule>& devices) {
+  if (mode_ != CgroupMode::kV1 || !limits.cpuset.empty()) return Status::invalid("no spare cgroups here");
+  // One rename per hierarchy directory (cpu and cpuacct may be one mount); what was renamed goes
+  // back if one fails.
+  std::vector<std::string> dirs;
+  for (const auto& c : controllers_) dirs.push_back(dir(c, ""));
+  std::sort(dirs.begin(), dirs.end());
+  dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    if (std::rename((dirs[i] + "/" + spare).c_str(), (dirs[i] + "/" + path).c_str()) != 0) {
+      int err = errno;
+      while (i-- > 0) std::rename((dirs[i] + "/" + path).c_str(), (dirs[i] + "/" + spare).c_str());
+      return Status::internal("rename cgroup " + spare + " to " + path + ": " + std::strerror(err));
+    }
+  }
+  // The spare has the defaults of a new cgroup: only the other values are written, directly.
+  // (libcgroup's cgroup_modify_cgroup re-reads /proc/mounts and walks every hierarchy first: 0.17
+  // ms of each start here for one or two values, against 0.02 ms for the writes.)
+  for (const auto& s : cgroupSettings(CgroupMode::kV1, limits, memsw_)) {
+    if (isNewV1CgroupDefault(s)) continue;
+    if (auto st = writeFile(dir(s.controller, path) + "/" + s.file, s.value); !st) return st;
+  }
+  return allowDevices(path, devices);
+}
+
+Status CgroupManager::allowDevices(const std::string& path, const std::vector<DeviceRule>& rules) {
+  // devices.allow takes one rule per write and libcgroup keeps one value per file name, so the
+  // rules are written directly, each one write() through a single open.
+  if (rules.empty()) return Status::ok();
+  std::string allow = dir("devices", path) + "/devices.allow";
   int fd = open(allow.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return Status::internal("open " + allow + ": " + std::strerror(errno));
   for (const auto& r : rules) {

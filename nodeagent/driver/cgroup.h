@@ -57,6 +57,12 @@ class CgroupManager {
   // Creates the cgroup `path` ("<parent>/<id>") in every hierarchy with the limits and devices.
   [[nodiscard]] kube::Status create(const std::string& path, const CgroupLimits& limits,
                                     const std::vector<DeviceRule>& devices);
+  // v1, without a cpuset: makes `spare`, a cgroup made by create() with default limits and no
+  // devices, and holding no process, the cgroup `path` of the same parent (one rename in each
+  // hierarchy: no mkdir, no libcgroup walk of every hierarchy), then writes `limits` and allows
+  // `devices`. On failure the caller removes both paths.
+  [[nodiscard]] kube::Status adopt(const std::string& spare, const std::string& path, const CgroupLimits& limits,
+                                   const std::vector<DeviceRule>& devices);
   // Moves `pid` (single-threaded: v1 attaches by tid) into the cgroup in every hierarchy.
   [[nodiscard]] kube::Status attach(const std::string& path, pid_t pid);
   // v2: an fd of the cgroup's directory, for clone3's CLONE_INTO_CGROUP (the caller closes it).
@@ -85,6 +91,8 @@ class CgroupManager {
                                       const std::vector<DeviceRule>& devices);
   [[nodiscard]] kube::Status createV2(const std::string& path, const CgroupLimits& limits,
                                       const std::vector<DeviceRule>& devices);
+  // v1: appends `rules` to the cgroup's devices.allow.
+  [[nodiscard]] kube::Status allowDevices(const std::string& path, const std::vector<DeviceRule>& rules);
   [[nodiscard]] kube::Status setFrozen(const std::string& path, bool frozen);
 
   CgroupMode mode_;

@@ -106,15 +106,6 @@ class Driver {
   // Re-attach after an agent restart: every task cgroup this driver created and that still has
   // processes, by TaskLaunch::id.
   virtual std::vector<std::pair<std::string, TaskHandle>> recover() = 0;
-  // Optional, to overlap a start's cgroup creation with the caller's other preparation: makes the
-  // cgroup of task `id` with `limits` (and no devices beyond the standard ones) unless it has
-  // processes. A start() of that id with the same limits and no devices uses it; with others it
-  // makes it afresh. discardPrecreated() removes one no start() used (a no-op otherwise).
-  virtual void precreate(const std::string& id, const CgroupLimits& limits) {
-    (void)id;
-    (void)limits;
-  }
-  virtual void discardPrecreated(const std::string& id) { (void)id; }
 };
 using DriverPtr = std::unique_ptr<Driver>;
 

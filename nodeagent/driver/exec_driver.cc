@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -32,6 +33,7 @@
 #include "nodeagent/driver/cgroup.h"
 #include "nodeagent/driver/task_init.h"
 #include "nodeagent/driver/zygote.h"
+#include "nodeagent/spare_pool.h"
 
 namespace nodeagent {
 namespace {
@@ -224,8 +226,8 @@ class StartContext {
 
 class ExecDriver final : public Driver {
  public:
-  explicit ExecDriver(ExecDriverOptions o)
-      : options_(std::move(o)), cgroups_(detectCgroupMode(options_.cgroupRoot), options_.cgroupRoot) {}
+  explicit ExecDriver(ExecDriverOptions o);
+  ~ExecDriver() override;
 
   std::string name() const override { return options_.isolate ? "exec" : "raw_exec"; }
 
@@ -235,15 +237,15 @@ class ExecDriver final : public Driver {
   Status stop(const TaskHandle& h, int signal, int killTimeoutMs) override;
   Status destroy(const TaskHandle& h) override;
   std::vector<std::pair<std::string, TaskHandle>> recover() override;
-  void precreate(const std::string& id, const CgroupLimits& limits) override;
-  void discardPrecreated(const std::string& id) override;
 
  private:
   std::string cgroupPath(const std::string& id) const { return options_.cgroupParent + "/" + id; }
   // Makes the cgroup `cg` (which has no processes) new: an empty one of that path, made for other
   // limits or left by an agent that died before removing it, is removed first, because the v1
-  // values a new cgroup has by default are not written. On failure nothing is left.
-  Status makeCgroup(const std::string& cg, const CgroupLimits& limits, const std::vector<DeviceRule>& devices);
+  // values a new cgroup has by default are not written. A spare is renamed into place when one is
+  // ready. On failure nothing is left.
+  Status makeCgroup(const std::string& cg, const CgroupLimits& limits, const std::vector<DeviceRule>& devices,
+                    bool* fromSpare = nullptr);
   std::string idOf(const TaskHandle& h) const { return h.cgroup.substr(h.cgroup.rfind('/') + 1); }
   std::string stateFile(const std::string& id) const { return options_.stateDir + "/" + id; }
   std::optional<std::string> taskDirOf(const TaskHandle& h);
@@ -259,8 +261,7 @@ class ExecDriver final : public Driver {
   CgroupManager cgroups_;
   std::mutex mu_;
   std::map<pid_t, int> reaped_;  // init pid -> wait status, for inits this process reaped
-  std::mutex precreatedMu_;
-  std::map<std::string, CgroupLimits> precreated_;  // by id: made by precreate(), not used yet
+  std::unique_ptr<SparePool> spares_;  // v1: cgroups <cgroupParent>/spare-<n>, made ahead
   std::vector<sock_filter> filter_;
   sock_fprog fprog_{};
 };
@@ -571,17 +572,8 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
   tPrepared = TraceClock::now();
   std::string cg = cgroupPath(launch.id);
   if (!cgroups_.procs(cg).empty()) return Status::alreadyExists("task " + launch.id + " is already running");
-  bool precreated = false;
-  {
-    std::lock_guard l(precreatedMu_);
-    if (auto it = precreated_.find(launch.id); it != precreated_.end()) {
-      precreated = it->second == launch.limits && launch.devices.empty();
-      precreated_.erase(it);
-    }
-  }
-  if (!precreated) {
-    if (auto st = makeCgroup(cg, launch.limits, deviceRules); !st) return st;
-  }
+  bool spare = false;
+  if (auto st = makeCgroup(cg, launch.limits, deviceRules, &spare); !st) return st;
   const bool v2 = cgroups_.mode() == CgroupMode::kV2;
   tCgroup = TraceClock::now();
   Fd cgroupDir;
@@ -736,7 +728,7 @@ StatusOr<TaskHandle> ExecDriver::start(const TaskLaunch& launch) {
               << " prepare_us=" << us(t0, tPrepared)
               << " cgroup_us=" << us(tPrepared, tCgroup) << " clone_us=" << us(tSent, tCloned)
               << " attach_us=" << us(tCloned, tAttached) << " exec_us=" << us(tAttached, tExec)
-              << " spawn=" << (viaZygote ? "zygote" : "agent") << " precreated=" << (precreated ? 1 : 0);
+              << " spawn=" << (viaZygote ? "zygote" : "agent") << " spare_cgroup=" << (spare ? 1 : 0);
     if (traceNs != nullptr) {
       // Inside the init: up -> go -> joined -> stdio -> mounts -> new root -> forked -> execve.
       static const char* const kNames[] = {"up", "go", "join", "stdio", "mounts", "root", "fork", "seccomp_to_exec"};
@@ -883,30 +875,50 @@ Status ExecDriver::destroy(const TaskHandle& h) {
   return Status::ok();
 }
 
+ExecDriver::ExecDriver(ExecDriverOptions o)
+    : options_(std::move(o)), cgroups_(detectCgroupMode(options_.cgroupRoot), options_.cgroupRoot) {
+  if (options_.spareCgroups == 0 || cgroups_.mode() != CgroupMode::kV1) return;
+  // An earlier agent's spares (it was killed) go first; then the pool's thread makes new ones,
+  // through libcgroup, with the defaults and the standard device rules.
+  for (const auto& child : cgroups_.children(options_.cgroupParent)) {
+    if (child.rfind(kSparePrefix, 0) == 0 && cgroups_.procs(cgroupPath(child)).empty()) {
+      (void)cgroups_.remove(cgroupPath(child));
+    }
+  }
+  spares_ = std::make_unique<SparePool>(options_.spareCgroups, [this](size_t n) {
+    std::string cg = cgroupPath(kSparePrefix + std::to_string(n));
+    if (cgroups_.create(cg, CgroupLimits{}, {})) return true;
+    (void)cgroups_.remove(cg);
+    return false;
+  });
+}
+
+ExecDriver::~ExecDriver() {
+  if (!spares_) return;
+  spares_->stop();
+  for (size_t n : spares_->drain()) (void)cgroups_.remove(cgroupPath(kSparePrefix + std::to_string(n)));
+}
+
 Status ExecDriver::makeCgroup(const std::string& cg, const CgroupLimits& limits,
-                              const std::vector<DeviceRule>& devices) {
+                              const std::vector<DeviceRule>& devices, bool* fromSpare) {
   if (cgroups_.exists(cg)) (void)cgroups_.remove(cg);
+  // A spare: six renames and the limits written, instead of libcgroup's creation (0.9 ms here).
+  if (spares_ && limits.cpuset.empty()) {
+    if (auto n = spares_->take()) {
+      std::string spare = cgroupPath(kSparePrefix + std::to_string(*n));
+      if (cgroups_.adopt(spare, cg, limits, devices)) {
+        if (fromSpare != nullptr) *fromSpare = true;
+        return Status::ok();
+      }
+      (void)cgroups_.remove(spare);
+      (void)cgroups_.remove(cg);
+    }
+  }
   if (auto st = cgroups_.create(cg, limits, devices); !st) {
     (void)cgroups_.remove(cg);
     return st;
   }
   return Status::ok();
-}
-
-void ExecDriver::precreate(const std::string& id, const CgroupLimits& limits) {
-  std::string cg = cgroupPath(id);
-  if (!cgroups_.procs(cg).empty()) return;  // a running task (an agent restart): not ours to touch
-  if (!makeCgroup(cg, limits, {})) return;  // start() will make it and say why it cannot
-  std::lock_guard l(precreatedMu_);
-  precreated_[id] = limits;
-}
-
-void ExecDriver::discardPrecreated(const std::string& id) {
-  {
-    std::lock_guard l(precreatedMu_);
-    if (precreated_.erase(id) == 0) return;
-  }
-  (void)cgroups_.remove(cgroupPath(id));
 }
 
 std::vector<std::pair<std::string, TaskHandle>> ExecDriver::recover() {

@@ -23,7 +23,11 @@ struct ExecDriverOptions {
   int startTimeoutMs = 30000;            // how long start() waits for the task's execve
   bool traceStarts = false;              // log each start's phases (prepare, cgroup, clone, exec)
   int zygoteFd = -1;                     // startZygote()'s socket: inits are cloned there; -1: here
+  size_t spareCgroups = 0;               // cgroup v1: empty task cgroups kept ready (kSparePrefix<n>)
 };
+
+// The names of the spare cgroups among the task cgroups: never a task id (<allocation uid>.<task>).
+inline constexpr const char* kSparePrefix = "spare-";
 
 DriverPtr newExecDriver(ExecDriverOptions options = {});
 DriverPtr newRawExecDriver(ExecDriverOptions options = {});

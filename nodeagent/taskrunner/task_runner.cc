@@ -468,12 +468,6 @@ void TaskRunner::stopProbes() {
 
 void TaskRunner::run() {
   traceStartPoint("task_runner");
-  // A cgroup the allocation runner made ahead for our first start, if no start used it.
-  struct Discard {
-    Driver& d;
-    std::string id;
-    ~Discard() { d.discardPrecreated(id); }
-  } discard{driver_, config_.allocUid + "." + name_};
   const JsonValue& task = *config_.task;
   int killSignal = parseSignal(kube::getString(task, {"killSignal"}, "SIGTERM"));
   int killTimeoutMs = static_cast<int>(kube::getInt(task, {"killTimeoutSeconds"}).value_or(5)) * 1000;

@@ -88,7 +88,7 @@ echo "crash-looping tasks restarted $crash_restarts times in all"
 [ "$crash_restarts" -gt 0 ] && pass || fail "crash loopers never restarted"
 
 k 1.32 delete allocations --all --wait=false >/dev/null
-task_cgroups() { find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }
+task_cgroups() { find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d ! -name "spare-*" 2>/dev/null | wc -l; }  # spare-N: kept ready
 for _ in $(seq 1 300); do [ "$(task_cgroups)" = 0 ] && break; sleep 0.1; done
 left=$(task_cgroups)
 [ "$left" = 0 ] && pass || fail "task cgroups left after deleting every allocation: $left"
@@ -98,5 +98,5 @@ kill_agent
 sleep 1
 stray=$(pgrep -f -- "--data-dir $AGENT_DATA" || true)
 [ -z "$stray" ] && pass || { fail "processes left behind: $stray"; kill -9 $stray 2>/dev/null || true; }
-for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+rm_agent_cgroups $NODE
 finish

@@ -42,7 +42,7 @@ wait_for "over the limit of 2 finished allocations, the oldest goes" gone "$F1"
 [ -d "$RUN_DIR/main/local" ] && pass || fail "running allocation's directory untouched"
 k 1.32 delete allocation f3 >/dev/null
 wait_for "a deleted allocation's directory goes at once" gone "$F3"
-left=$( (find /sys/fs/cgroup/pids/foxden-$NODE /sys/fs/cgroup/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true) | wc -l)
+left=$( (find /sys/fs/cgroup/pids/foxden-$NODE /sys/fs/cgroup/foxden-$NODE -mindepth 1 -maxdepth 1 -type d ! -name "spare-*" 2>/dev/null || true) | wc -l)
 [ "$left" = 1 ] && pass || fail "only the running task has a cgroup ($left found)"
 RUN_PID=$(jp allocation run1 '{.status.tasks[0].pid}')
 kill -0 "$RUN_PID" 2>/dev/null && pass || fail "running task still runs"

@@ -103,7 +103,7 @@ wait_for "task gone after delete" not_alive "$pid1"
 
 stop_agent
 # The agent's (now empty) cgroup parents.
-for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+rm_agent_cgroups $NODE
 leftover=$( (ls -d /sys/fs/cgroup/*/foxden-$NODE* 2>/dev/null || true) | wc -l)
 [ "$leftover" = 0 ] && pass || fail "cgroups left behind: $(ls -d /sys/fs/cgroup/*/foxden-$NODE*/* 2>/dev/null)"
 finish

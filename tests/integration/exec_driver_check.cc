@@ -355,42 +355,66 @@ void checkLimits(nodeagent::Driver& d) {
     check(got == "1024 -1 100000 max", "a new cgroup without limits has the defaults libcgroup is not asked to write", got);
   }
 
-  // A cgroup made ahead (precreate): a start with the same limits uses it, one with other limits
-  // remakes it, and one no start used is removed by discardPrecreated.
-  {
-    auto exists = [](const std::string& cg) { return access(("/sys/fs/cgroup/pids/" + cg).c_str(), F_OK) == 0; };
-    auto la = makeLaunch("pre-same", {"/bin/sleep", "30"});
-    la.launch.limits.pidsMax = 77;
-    d.precreate(la.launch.id, la.launch.limits);
-    std::string cgA = gFix->parent + "/" + la.launch.id;
-    bool made = exists(cgA) && trim(slurp("/sys/fs/cgroup/pids/" + cgA + "/pids.max")) == "77";
-    auto ra = run(d, la, 20000, false);
-    d.discardPrecreated(la.launch.id);  // used by the start: a no-op
-    bool kept = ra.started && exists(cgA) && readU64("/sys/fs/cgroup/pids/" + cgA + "/pids.current") >= 1;
-    auto lb = makeLaunch("pre-other", {"/bin/sleep", "30"});
-    lb.launch.limits.pidsMax = 77;
-    d.precreate(lb.launch.id, lb.launch.limits);
-    lb.launch.limits.pidsMax = 88;
-    lb.launch.limits.cpuQuotaMicros = 20000;
-    auto rb = run(d, lb, 20000, false);
-    std::string cgB = gFix->parent + "/" + lb.launch.id;
-    std::string got = trim(slurp("/sys/fs/cgroup/pids/" + cgB + "/pids.max")) + " " +
-                      trim(slurp("/sys/fs/cgroup/cpu/" + cgB + "/cpu.cfs_quota_us"));
-    auto lc = makeLaunch("pre-unused", {"/bin/true"});
-    d.precreate(lc.launch.id, lc.launch.limits);
-    std::string cgC = gFix->parent + "/" + lc.launch.id;
-    bool madeC = exists(cgC);
-    d.discardPrecreated(lc.launch.id);
-    for (auto* r : {&ra, &rb}) {
-      if (!r->started) continue;
-      (void)d.stop(r->handle, SIGKILL, 0);
-      (void)d.wait(r->handle, 5000);
-      (void)d.destroy(r->handle);
+  // Spare cgroups (v1): an earlier agent's spare is removed; a start renames a ready spare into
+  // place and writes its limits; the spares left go with the driver.
+  if (nodeagent::detectCgroupMode() == nodeagent::CgroupMode::kV1) {
+    auto spares = []() {
+      std::map<ino_t, std::string> out;  // inode -> name, in the pids hierarchy
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator("/sys/fs/cgroup/pids/" + gFix->parent, ec)) {
+        std::string n = e.path().filename();
+        struct stat st {};
+        if (n.rfind(nodeagent::kSparePrefix, 0) == 0 && stat(e.path().c_str(), &st) == 0) out[st.st_ino] = n;
+      }
+      return out;
+    };
+    std::string stale = gFix->parent + "/" + nodeagent::kSparePrefix + "7";
+    bool staleMade = true;
+    for (const char* h : kHierarchies) {
+      std::string dir = std::string("/sys/fs/cgroup/") + h + "/" + gFix->parent;
+      mkdir(dir.c_str(), 0755);
+      staleMade = staleMade && mkdir((dir + "/" + nodeagent::kSparePrefix + "7").c_str(), 0755) == 0;
     }
-    check(made && kept, "a precreated cgroup (pids.max 77) is the one the start runs in", ra.startError);
-    check(rb.started && got == "88 20000", "a precreated cgroup with other limits is made again for the start",
-          got + " " + rb.startError);
-    check(madeC && !exists(cgC), "a precreated cgroup no start used is removed by discardPrecreated");
+    auto o = gFix->opts;
+    o.spareCgroups = 2;
+    auto pooled = nodeagent::newExecDriver(o);
+    bool staleGone = access(("/sys/fs/cgroup/pids/" + stale).c_str(), F_OK) != 0;
+    for (int i = 0; i < 500 && spares().size() < 2; ++i) usleep(10000);
+    auto before = spares();
+    auto ls = makeLaunch("spare", {"/bin/sleep", "30"});
+    ls.launch.limits.pidsMax = 77;
+    ls.launch.limits.cpuQuotaMicros = 20000;
+    ls.launch.limits.memoryBytes = 48 << 20;
+    auto rs = run(*pooled, ls, 20000, false);
+    std::string cg = gFix->parent + "/" + ls.launch.id;
+    struct stat st {};
+    bool renamed = rs.started && stat(("/sys/fs/cgroup/pids/" + cg).c_str(), &st) == 0 && before.count(st.st_ino) == 1;
+    std::string got = trim(slurp("/sys/fs/cgroup/pids/" + cg + "/pids.max")) + " " +
+                      trim(slurp("/sys/fs/cgroup/cpu/" + cg + "/cpu.cfs_quota_us")) + " " +
+                      trim(slurp("/sys/fs/cgroup/cpu/" + cg + "/cpu.shares")) + " " +
+                      trim(slurp("/sys/fs/cgroup/memory/" + cg + "/memory.limit_in_bytes"));
+    std::string devs = slurp("/sys/fs/cgroup/devices/" + cg + "/devices.list");
+    bool inCgroup = rs.started && readU64("/sys/fs/cgroup/pids/" + cg + "/pids.current") >= 1;
+    if (rs.started) {
+      (void)pooled->stop(rs.handle, SIGKILL, 0);
+      (void)pooled->wait(rs.handle, 5000);
+      (void)pooled->destroy(rs.handle);
+    }
+    pooled.reset();
+    bool sparesGone = true;
+    for (const char* h : kHierarchies) {
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator(std::string("/sys/fs/cgroup/") + h + "/" + gFix->parent, ec)) {
+        if (e.path().filename().string().rfind(nodeagent::kSparePrefix, 0) == 0) sparesGone = false;
+      }
+    }
+    check(staleMade && staleGone, "an earlier agent's empty spare cgroup is removed when the driver starts", stale);
+    check(before.size() == 2, "the driver keeps two spare cgroups ready", std::to_string(before.size()));
+    check(renamed && inCgroup, "a start renames a ready spare into place and its task runs there", rs.startError);
+    check(got == "77 20000 1024 50331648", "the spare gets the task's limits (pids, quota, shares, memory)", got);
+    check(devs.find("c 1:3 rwm") != std::string::npos && devs.find("a *:* rwm") == std::string::npos,
+          "the spare has the standard device allow-list", devs);
+    check(sparesGone, "the spares left are removed with the driver");
   }
 
   // pids: fork until the limit refuses.

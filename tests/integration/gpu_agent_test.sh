@@ -59,5 +59,5 @@ failed_() { [ "$(jp allocation nogpu '{.status.phase}')" = Failed ]; }
 for _ in $(seq 1 300); do failed_ && break; sleep 0.1; done
 jp allocation nogpu '{.status.tasks[0].message}' | grep -q "no nvidia GPU 7" && pass || fail "unknown GPU: $(jp allocation nogpu '{.status.tasks[0].message}')"
 kill -9 $AGENT 2>/dev/null || true
-for d in /sys/fs/cgroup/*/foxden-$NODE; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+rm_agent_cgroups $NODE
 finish

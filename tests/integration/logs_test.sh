@@ -21,7 +21,7 @@ start_agent() {
 stop_agent() { [ -n "$AGENT_PID" ] && kill "${1:--TERM}" "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=""; }
 stop_follow() { if [ -n "$FOLLOW_PID" ]; then kill "$FOLLOW_PID" 2>/dev/null || true; wait "$FOLLOW_PID" 2>/dev/null || true; fi; FOLLOW_PID=""; }
 rm_cgroups() {
-  for d in /sys/fs/cgroup/*/foxden-$NODE /sys/fs/cgroup/*/foxden-$NODE-raw; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+  rm_agent_cgroups $NODE
 }
 teardown() {
   stop_follow
@@ -235,7 +235,7 @@ FOLLOW_PID=""
 k 1.32 delete allocations --all --wait=false >/dev/null
 ticker_gone() { ! kill -0 "$pid1" 2>/dev/null; }
 wait_for "tasks stopped" ticker_gone
-no_task_cgroups() { [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ]; }
+no_task_cgroups() { [ -z "$(find /sys/fs/cgroup/pids/foxden-$NODE -mindepth 1 -maxdepth 1 -type d ! -name "spare-*" 2>/dev/null)" ]; }  # spare-N: empty ones kept ready
 wait_for "task cgroups removed" no_task_cgroups
 stop_agent
 rm_cgroups

@@ -41,6 +41,8 @@ TEST_CASE("dir pool: a skeleton becomes the allocation's and state directories, 
   CHECK(modeOf(base + "/web/tmp") == 01777);
   CHECK(modeOf(base + "/web/secrets") == 0755);
   CHECK(modeOf(base + "/web/logs") == 0755);
+  CHECK(modeOf(base + "/web/.foxden") == 0700);
+  CHECK(modeOf(base + "/web/.foxden/root") == 0755);
   CHECK(modeOf(d.path + "/state/u1") == 0700);
   CHECK(::access((base + "/t").c_str(), F_OK) != 0);
 }

@@ -18,6 +18,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The cgroup parents of agent NODE (and its raw_exec one), once its tasks are gone: the spare cgroups
+# an agent keeps ready (spare-N, v1) go first. An agent stopped with SIGTERM removes its spares
+# itself; after a kill -9 they stay until the next agent of that name starts.
+rm_agent_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/*/foxden-"$1" /sys/fs/cgroup/*/foxden-"$1"-raw /sys/fs/cgroup/foxden-"$1"; do
+    [ -d "$d" ] || continue
+    rmdir "$d"/spare-* 2>/dev/null || true
+    rmdir "$d" 2>/dev/null || true
+  done
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_server [DATA_DIR] [extra args...]: starts foxden server, waits until it answers.
