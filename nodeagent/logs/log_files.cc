@@ -81,8 +81,12 @@ Cursor firstCursor(const std::string& dir, const std::string& base) {
   return idx.empty() ? Cursor{} : Cursor{idx.front(), 0};
 }
 
-Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t lines) {
+Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t lines, const Cursor* upTo) {
   auto idx = listIndexes(dir, base);
+  if (upTo != nullptr) {
+    if (lines == 0) return *upTo;
+    idx.erase(std::upper_bound(idx.begin(), idx.end(), upTo->index), idx.end());
+  }
   if (idx.empty()) return {};
   bool sawLastByte = false;  // the newest byte ends the last line; its '\n' does not start one
   uint64_t found = 0;
@@ -93,6 +97,7 @@ Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t line
     struct stat st {};
     ::fstat(fd, &st);
     auto end = static_cast<uint64_t>(st.st_size);
+    if (upTo != nullptr && *it == upTo->index) end = std::min(end, upTo->offset);
     if (lines == 0) {
       ::close(fd);
       return {*it, end};

@@ -41,8 +41,9 @@ std::string formatCursor(const Cursor& c);
 std::vector<uint64_t> listIndexes(const std::string& dir, const std::string& base);
 
 // Where the last `lines` lines begin (a final line without '\n' counts); the start of the oldest
-// file when there are fewer; the end of the newest when lines == 0.
-Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t lines);
+// file when there are fewer; the end of the newest when lines == 0. With `upTo`, the lines are
+// those before that cursor: what is written after it (while a reader answers) is not counted.
+Cursor tailCursor(const std::string& dir, const std::string& base, uint64_t lines, const Cursor* upTo = nullptr);
 // The start of the oldest file (0:0 when there is none yet).
 Cursor firstCursor(const std::string& dir, const std::string& base);
 

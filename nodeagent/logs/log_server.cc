@@ -304,11 +304,12 @@ void LogServer::handle(const kube::ServerRequest& req, kube::ResponseWriter& w) 
     return;
   }
   std::string dir = options_.dataDir + "/allocs/" + uid + "/" + task + "/logs";
-  Cursor start = q->from ? *q->from : q->tail ? tailCursor(dir, q->stream, *q->tail) : firstCursor(dir, q->stream);
-  LogFollower follower(dir, q->stream, start);
-  // Without follow the answer is the log as of now: what is written meanwhile is not included
-  // (so --tail N gives N lines even while the task writes).
+  // Without follow the answer is the log as of now: what is written meanwhile is not included, and
+  // --tail N counts back from that same end (so it gives N lines even while the task writes).
   const Cursor end = tailCursor(dir, q->stream, 0);
+  Cursor start =
+      q->from ? *q->from : q->tail ? tailCursor(dir, q->stream, *q->tail, &end) : firstCursor(dir, q->stream);
+  LogFollower follower(dir, q->stream, start);
   auto atEnd = [&](const Cursor& c) { return c.index > end.index || (c.index == end.index && c.offset >= end.offset); };
   w.setHeader("X-Foxden-Log-Cursor", formatCursor(start));
   if (!w.beginStream(200, q->frames ? "application/vnd.foxden.log-frames" : "text/plain; charset=utf-8")) return;

@@ -200,6 +200,26 @@ TEST_CASE("reader: cursors, tail and a follower across rotations") {
   CHECK(drain(none).empty());
   LogFollower everything(d.path, "stdout", tailCursor(d.path, "stdout", 100000));
   CHECK(drain(everything) == first);
+  // Counted back from an end taken earlier: lines written since (a rotation too) are not counted.
+  {
+    Cursor end = tailCursor(d.path, "stdout", 0);
+    std::string more = numbered(100, 140);
+    REQUIRE(r.write(more.data(), more.size()) == 0);
+    REQUIRE(r.index() > end.index);
+    Cursor from = tailCursor(d.path, "stdout", 3, &end);
+    CHECK(tailCursor(d.path, "stdout", 0, &end) == end);
+    LogFollower upTo(d.path, "stdout", from);
+    std::string got;
+    for (std::string chunk; upTo.cursor() != end;) {
+      Cursor c = upTo.cursor();
+      size_t max = c.index == end.index ? static_cast<size_t>(end.offset - c.offset) : 65536;
+      upTo.next(chunk, max);
+      if (chunk.empty()) break;
+      got += chunk;
+    }
+    CHECK(got == "line 97\nline 98\nline 99\n");
+    first += more;
+  }
 
   // Follow from the start while more is written and several rotations happen.
   LogFollower f(d.path, "stdout", firstCursor(d.path, "stdout"));
