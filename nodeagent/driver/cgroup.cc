@@ -351,12 +351,8 @@ Status CgroupManager::createV1(const std::string& path, const CgroupLimits& limi
 Status CgroupManager::adopt(const std::string& spare, const std::string& path, const CgroupLimits& limits,
                             const std::vector<DeviceRule>& devices) {
   if (mode_ != CgroupMode::kV1 || !limits.cpuset.empty()) return Status::invalid("no spare cgroups here");
-  // One rename per hierarchy directory (cpu and cpuacct may be one mount); what was renamed goes
-  // back if one fails.
-  std::vector<std::string> dirs;
-  for (const auto& c : controllers_) dirs.push_back(dir(c, ""));
-  std::sort(dirs.begin(), dirs.end());
-  dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+  // One rename per hierarchy directory; what was renamed goes back if one fails.
+  const std::vector<std::string> dirs = hierarchyDirs("", false);
   for (size_t i = 0; i < dirs.size(); ++i) {
     if (std::rename((dirs[i] + "/" + spare).c_str(), (dirs[i] + "/" + path).c_str()) != 0) {
       int err = errno;
@@ -452,16 +448,19 @@ kube::StatusOr<int> CgroupManager::openDirFd(const std::string& path) const {
   return fd;
 }
 
-std::vector<std::string> CgroupManager::joinPaths(const std::string& path, bool withCpuset) const {
+std::vector<std::string> CgroupManager::hierarchyDirs(const std::string& path, bool withCpuset) const {
   std::vector<std::string> dirs;
   for (const auto& c : controllers_) dirs.push_back(dir(c, path));
   if (withCpuset) dirs.push_back(dir("cpuset", path));
   std::sort(dirs.begin(), dirs.end());
   dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());  // cpu,cpuacct may be one mount
+  dirs.erase(std::remove(dirs.begin(), dirs.end(), std::string()), dirs.end());
+  return dirs;
+}
+
+std::vector<std::string> CgroupManager::joinPaths(const std::string& path, bool withCpuset) const {
   std::vector<std::string> files;
-  for (const auto& d : dirs) {
-    if (!d.empty()) files.push_back(d + "/tasks");
-  }
+  for (const auto& d : hierarchyDirs(path, withCpuset)) files.push_back(d + "/tasks");
   return files;
 }
 

@@ -91,6 +91,8 @@ class CgroupManager {
                                       const std::vector<DeviceRule>& devices);
   [[nodiscard]] kube::Status createV2(const std::string& path, const CgroupLimits& limits,
                                       const std::vector<DeviceRule>& devices);
+  // v1: the directory of `path` in each hierarchy used (cpuset's only if `withCpuset`), each once.
+  std::vector<std::string> hierarchyDirs(const std::string& path, bool withCpuset) const;
   // v1: appends `rules` to the cgroup's devices.allow.
   [[nodiscard]] kube::Status allowDevices(const std::string& path, const std::vector<DeviceRule>& rules);
   [[nodiscard]] kube::Status setFrozen(const std::string& path, bool frozen);

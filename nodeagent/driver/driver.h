@@ -36,7 +36,6 @@ struct CgroupLimits {
   int64_t memoryBytes = 0;      // limits.memory; 0 = none
   int64_t pidsMax = 0;          // 0 = none
   std::string cpuset;           // optional cpuset.cpus
-  bool operator==(const CgroupLimits&) const = default;
 };
 
 // A host directory mounted into an exec task's root (a group volume: emptyDir or hostPath).

@@ -240,6 +240,7 @@ class ExecDriver final : public Driver {
 
  private:
   std::string cgroupPath(const std::string& id) const { return options_.cgroupParent + "/" + id; }
+  std::string spareCgroup(size_t n) const { return cgroupPath(kSparePrefix + std::to_string(n)); }
   // Makes the cgroup `cg` (which has no processes) new: an empty one of that path, made for other
   // limits or left by an agent that died before removing it, is removed first, because the v1
   // values a new cgroup has by default are not written. A spare is renamed into place when one is
@@ -886,7 +887,7 @@ ExecDriver::ExecDriver(ExecDriverOptions o)
     }
   }
   spares_ = std::make_unique<SparePool>(options_.spareCgroups, [this](size_t n) {
-    std::string cg = cgroupPath(kSparePrefix + std::to_string(n));
+    std::string cg = spareCgroup(n);
     if (cgroups_.create(cg, CgroupLimits{}, {})) return true;
     (void)cgroups_.remove(cg);
     return false;
@@ -896,7 +897,7 @@ ExecDriver::ExecDriver(ExecDriverOptions o)
 ExecDriver::~ExecDriver() {
   if (!spares_) return;
   spares_->stop();
-  for (size_t n : spares_->drain()) (void)cgroups_.remove(cgroupPath(kSparePrefix + std::to_string(n)));
+  for (size_t n : spares_->drain()) (void)cgroups_.remove(spareCgroup(n));
 }
 
 Status ExecDriver::makeCgroup(const std::string& cg, const CgroupLimits& limits,
@@ -905,7 +906,7 @@ Status ExecDriver::makeCgroup(const std::string& cg, const CgroupLimits& limits,
   // A spare: six renames and the limits written, instead of libcgroup's creation (0.9 ms here).
   if (spares_ && limits.cpuset.empty()) {
     if (auto n = spares_->take()) {
-      std::string spare = cgroupPath(kSparePrefix + std::to_string(*n));
+      std::string spare = spareCgroup(*n);
       if (cgroups_.adopt(spare, cg, limits, devices)) {
         if (fromSpare != nullptr) *fromSpare = true;
         return Status::ok();

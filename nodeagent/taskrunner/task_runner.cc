@@ -123,8 +123,8 @@ bool writeFileAtomic(const std::string& path, const std::string& data) {
   return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-}  // namespace
-
+// The cgroup limits of a task spec (resources.requests/limits; the default pids limit), or why
+// they are invalid.
 StatusOr<CgroupLimits> taskCgroupLimits(const JsonValue& task) {
   auto cpuReq = quantityMilli(task, "requests", "cpu");
   auto cpuLim = quantityMilli(task, "limits", "cpu");
@@ -152,6 +152,8 @@ StatusOr<CgroupLimits> taskCgroupLimits(const JsonValue& task) {
   limits.pidsMax = kDefaultPidsMax;
   return limits;
 }
+
+}  // namespace
 
 int parseSignal(const std::string& s) {
   static const std::pair<const char*, int> kSignals[] = {

@@ -124,8 +124,5 @@ class TaskRunner {
 
 // Parses "SIGTERM", "TERM" or "15"; -1 when unknown.
 int parseSignal(const std::string& s);
-// The cgroup limits of a task spec (resources.requests/limits; the default pids limit), or why
-// they are invalid.
-kube::StatusOr<CgroupLimits> taskCgroupLimits(const kube::JsonValue& task);
 
 }  // namespace nodeagent
