@@ -9,16 +9,24 @@
 #     reconciles per second over that time (foxden_operator_reconciles_total from /metrics);
 #  2. placements per second against 5,000 hollow workers, end to end: from `kubectl apply` of a
 #     5,000-allocation Job until the hollow workers have seen every allocation (decided, created
-#     through the API server, delivered by watch); then 2,000 with a GPU constraint on a GPU class.
+#     through the API server, delivered by watch) and queued its Running report; then 2,000 with a
+#     GPU constraint on a GPU class;
+#  3. reconciles per second: 500 small Jobs created at once;
+#  4. the placements of 2. again with hollow workers that only watch (they report nothing while it
+#     runs), as scheduler_perf's nodes run no kubelet: one API write per placement.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$SRC/build}
 BIN=$BUILD/bin
 WORK=$(mktemp -d /tmp/foxden-opbench.XXXXXX)
 PIDS=()
-cleanup() {
+stop_all() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+cleanup() {
+  stop_all
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -126,9 +134,7 @@ r1=$(metric_sum foxden_operator_reconciles_total)
 el=$(echo "$t1 - $t0" | bc -l)
 printf "1000-allocation job on 100 hollow workers: all Running after %.2f s\n" "$el"
 printf "reconciles: %d in that time = %.1f/s (all controllers)\n" $((r1 - r0)) "$(echo "($r1 - $r0) / $el" | bc -l)"
-for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-wait 2>/dev/null || true
-PIDS=()
+stop_all
 
 # 2. Placements per second against 5,000 workers.
 start_server 2
@@ -141,19 +147,22 @@ t=$(now)
 start_hollow h5k --classes "$WORK/classes.yaml" --prefix p --start-delay-ms 0 --no-pending --renew-seconds 30 --lease-seconds 120
 printf "5000 hollow workers registered in %.1f s\n" "$(echo "$(now) - $t" | bc -l)"
 start_operator --worker-grace-period 300s
-measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
+H=h5k  # the hollow workers measure() reads
+measure() {  # measure NAME COUNT LIMITS CONSTRAINTS [PHASE]
   # End to end: from `kubectl apply` until the hollow workers have seen all COUNT new allocations
-  # (each was decided, created through the API server and delivered by its watch).
-  local r0 t0 end n c0 p0
-  stat h5k Running; r0=$STAT
-  stat h5k patches; p0=$STAT
+  # (each was decided, created through the API server and delivered by its watch). PHASE is the
+  # hollow workers' own phase for a seen allocation: Running (its report queued; the default) or
+  # Pending (workers that only watch).
+  local r0 t0 end n c0 p0 phase=${5:-Running}
+  stat "$H" "$phase"; r0=$STAT
+  stat "$H" patches; p0=$STAT
   c0=$(cpu_all)
   requests_snapshot "$WORK/req0"
   t0=$(now)
   job "$1" "$2" "$3" "$4"
   local deadline=$((SECONDS + 300))
   while :; do
-    stat h5k Running; n=$((STAT - r0))
+    stat "$H" "$phase"; n=$((STAT - r0))
     [ "$n" -ge "$2" ] && { end=$(now); break; }
     [ $SECONDS -gt $deadline ] && { echo "$1: only $n of $2 delivered in 300 s"; return; }
     sleep 0.02
@@ -163,7 +172,7 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS
   cpu_report "$c0" "$(cpu_all)" "$2"
   requests_snapshot "$WORK/req1"
   requests_report "$WORK/req0" "$WORK/req1" "$2"
-  stat h5k patches
+  stat "$H" patches
   printf "  hollow workers' API writes per placement: %.2f\n" "$(echo "($STAT - $p0) / $2" | bc -l)"
 }
 measure plain 5000 "" "[]"
@@ -217,3 +226,17 @@ printf "  operator CPU per reconcile: %.2f ms\n" "$(echo "($o1 - $o0) / ($m1 - $
 
 rss=$(ps -o rss= -p "$OP_PID" | tr -d ' ')
 echo "operator RSS after 7000 placements on 5000 workers: $((rss / 1024)) MiB"
+
+# 4. The same placements with hollow workers that only watch: they count what they see (as
+# Pending, their own phase before a start) and report nothing for an hour, as scheduler_perf's
+# nodes run no kubelet. One API write per placement (the Allocation's create), no status traffic.
+stop_all
+start_server 3
+t=$(now)
+H=h5kw
+start_hollow h5kw --classes "$WORK/classes.yaml" --prefix q --start-delay-ms 3600000 --no-pending --renew-seconds 30 --lease-seconds 120
+start_operator --worker-grace-period 300s
+echo "workers that only watch:"
+measure plain-watch-only 5000 "" "[]" Pending
+sleep 2  # the operator's follow-up on the first Job (its status) is not counted against the second
+measure gpu-watch-only 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]" Pending

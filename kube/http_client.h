@@ -97,6 +97,8 @@ inline constexpr int kCanceledCode = 499;
 [[nodiscard]] StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options = {});
 
 // Sizes cpprest's shared thread pool (default 40). Call once, in main(), before any client exists.
+// The pool runs only the asynchronous I/O inside requests (our calls block their own threads), so
+// a small pool is enough, and a large one adds wake-ups between its threads to every request.
 void initHttpClientThreads(size_t threads);
 
 // For a process whose only TLS peer is the API server of `config`: when the config carries a CA

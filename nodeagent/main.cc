@@ -115,8 +115,9 @@ int main(int argc, char** argv) {
   // The system CA bundle is never parsed (idle RSS 20.0 -> 18.3 MiB); one thread exists here.
   kube::trustOnlyConfigCa(*cfg);
   // cpprest's pool defaults to 40 threads; the agent's traffic is a handful of requests and one
-  // watch, and every idle thread costs resident memory.
-  kube::initHttpClientThreads(4);
+  // watch; the pool only runs I/O completions, and every thread costs resident memory and
+  // hand-offs.
+  kube::initHttpClientThreads(2);
   auto http = kube::newHttpClient(*cfg);
   if (!http) {
     std::cerr << "foxden-agent: " << http.status().message() << "\n";

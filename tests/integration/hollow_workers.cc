@@ -370,7 +370,7 @@ class Hollow {
     if (!o_.readyFile.empty()) std::ofstream(o_.readyFile) << workers_.size() << "\n";
     auto nextStats = SteadyClock::now() + std::chrono::seconds(o_.statsSeconds);
     while (!gStop) {
-      std::this_thread::sleep_for(200ms);
+      std::this_thread::sleep_for(50ms);  // the stats file is what benchmarks poll: keep it fresh
       applyControl();
       writeStats(false);
       if (SteadyClock::now() >= nextStats) {
@@ -652,12 +652,9 @@ class Hollow {
       scheduleExit(s, shared, p, epoch);
       return;
     }
-    if (o_.reportPending && p.startDelayMs > 0) {
-      s.phase = "Pending";
-      report(s, *shared, "Pending", false, nullptr);
-    } else {
-      s.phase = "Pending";
-    }
+    s.phase = "Pending";
+    statsDirty_ = true;  // seen: counted even when nothing is reported yet
+    if (o_.reportPending && p.startDelayMs > 0) report(s, *shared, "Pending", false, nullptr);
     timers_.at(SteadyClock::now() + std::chrono::milliseconds(p.startDelayMs), [this, uid, shared, p, epoch] {
       std::lock_guard l(mu_);
       auto it = allocs_.find(uid);
@@ -949,7 +946,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   kube::trustOnlyConfigCa(*cfg);  // while this is the only thread
-  kube::initHttpClientThreads(std::max(4, o.threads));
+  kube::initHttpClientThreads(2);  // I/O completions only: the API calls block their own threads
   // A short timeout: a request stuck on a connection to a restarted server must not hold a pool
   // thread (and with it other workers' lease renewals) for cpprest's default 30 s.
   kube::HttpClientOptions ho;
