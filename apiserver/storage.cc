@@ -196,7 +196,7 @@ kube::StatusOr<Entry> Storage::mutate(const std::string& key, const Mutator& fn)
 void Storage::awaitCommit(std::unique_lock<std::mutex>& w, const PendingPtr& p) {
   while (!p->done) {
     if (committing_) {
-      committed_.wait(w);
+      p->cv.wait(w);
       continue;
     }
     // Nobody is committing: this writer commits everything queued so far (its own write
@@ -211,12 +211,14 @@ void Storage::awaitCommit(std::unique_lock<std::mutex>& w, const PendingPtr& p) 
       q->done = true;
       q->status = st;
       if (auto it = pending_.find(q->key); it != pending_.end() && it->second == q) pending_.erase(it);
+      q->cv.notify_all();
     }
     if (!st) {
       // Everything decided after the failed writes was decided on top of them.
       for (const auto& q : queue_) {
         q->done = true;
         q->status = st;
+        q->cv.notify_all();
       }
       queue_.clear();
       pending_.clear();
@@ -224,7 +226,10 @@ void Storage::awaitCommit(std::unique_lock<std::mutex>& w, const PendingPtr& p) 
       decidedRv_ = rv_;
     }
     committing_ = false;
-    committed_.notify_all();
+    // Wake only the writer of the next batch's first write, to commit it: the others sleep on
+    // until their own write is done (notifying every waiter made all of the next batch's writers
+    // wake and sleep again once per commit).
+    if (!queue_.empty()) queue_.front()->cv.notify_all();
   }
 }
 

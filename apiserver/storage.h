@@ -133,6 +133,9 @@ class Storage {
     Text old;           // previous state, for the event
     bool done = false;  // guarded by writeMu_
     kube::Status status;
+    // Its writer (and any writer whose answer waits for it) sleeps here, with writeMu_: woken when
+    // it is done, or when it heads the queue and the committer before it finished.
+    std::condition_variable cv;
   };
   using PendingPtr = std::shared_ptr<Pending>;
   // Commits `batch` in one transaction and publishes it. Called without writeMu_.
@@ -153,7 +156,6 @@ class Storage {
   std::vector<std::weak_ptr<Watcher>> watchers_;  // guarded by mu_
 
   std::mutex writeMu_;
-  std::condition_variable committed_;              // a batch finished (with writeMu_)
   int64_t decidedRv_ = 0;                          // guarded by writeMu_: the last revision handed out
   std::vector<PendingPtr> queue_;                  // guarded by writeMu_: decided, not yet committing
   std::map<std::string, PendingPtr> pending_;      // guarded by writeMu_: newest uncommitted write per key
