@@ -16,9 +16,21 @@
 
 namespace kube {
 
-using Json = rapidjson::Document;
-using JsonValue = rapidjson::Value;
-using JsonAlloc = rapidjson::Document::AllocatorType;
+// RapidJSON's pool allocator with 4 KiB chunks. Its own default is a fixed 64 KiB chunk per
+// document, however small: an Allocation of 2 KiB held 64 KiB of heap, so a cache of thousands
+// of objects (the operator's informers) cost tens of KiB each, and every parse of a request or a
+// watch event malloc'd and touched fresh 64 KiB. Larger documents take more chunks (or one chunk
+// of the size asked for, when bigger).
+class JsonAllocator : public rapidjson::MemoryPoolAllocator<> {
+ public:
+  static constexpr size_t kChunk = 4096;
+  JsonAllocator() : MemoryPoolAllocator(kChunk) {}
+  explicit JsonAllocator(size_t chunkSize, rapidjson::CrtAllocator* base = nullptr)
+      : MemoryPoolAllocator(chunkSize, base) {}
+};
+using Json = rapidjson::GenericDocument<rapidjson::UTF8<>, JsonAllocator>;
+using JsonValue = Json::ValueType;
+using JsonAlloc = Json::AllocatorType;
 // Immutable shared snapshot, as handed out by caches: copy before editing.
 using JsonPtr = std::shared_ptr<const Json>;
 
