@@ -11,7 +11,8 @@
 // Group commit (as etcd batches its raft entries): writers decide their mutations one at a time,
 // each on top of the writes decided before it (committed or not), and queue them; one of the
 // waiting writers commits everything queued in one SQLite transaction (one fsync), then makes it
-// visible to readers and watchers in revision order and wakes the others. A write is acknowledged
+// visible to readers and watchers in revision order and wakes the writers of what it committed, and
+// the first writer of the next batch, to commit that one. A write is acknowledged
 // only once its transaction is durable, and nothing is visible before that. If a transaction
 // fails, its writes and every write decided after them fail (they were decided on top of them).
 //
