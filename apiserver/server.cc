@@ -1,7 +1,13 @@
 #include "apiserver/server.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <fstream>
@@ -38,9 +44,43 @@ kube::StatusOr<std::string> adminToken(const std::string& dir) {
 
 }  // namespace
 
+Server::DirLock::~DirLock() {
+  if (fd >= 0) ::close(fd);
+}
+
+// A second server on the same directory would keep its own revision counter and in-memory state
+// over the same database, and rewrite the certificate and the kubeconfig: refuse it, before
+// anything in the directory is touched.
+kube::Status Server::lockDataDir(const std::string& dir) {
+  std::string path = dir + "/lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return kube::Status::invalid("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char buf[32] = {0};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return kube::Status::conflict("another foxden server is using " + dir +
+                                    (holder.empty() ? "" : " (pid " + holder + ")") +
+                                    "; stop it first, or give this one another --data-dir");
+    }
+    return kube::Status::invalid("cannot lock " + path + ": " + std::strerror(err));
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  bool recorded = ::ftruncate(fd, 0) == 0 &&
+                  ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+  (void)recorded;  // the pid only serves the message above; the lock is what counts
+  lock_.fd = fd;
+  return kube::Status::ok();
+}
+
 kube::StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& o) {
   std::unique_ptr<Server> s(new Server());
   ::mkdir(o.dataDir.c_str(), 0700);
+  if (kube::Status st = s->lockDataDir(o.dataDir); !st) return st;
   auto pki = ensurePki(o.dataDir + "/pki", {o.host});
   if (!pki) return pki.status();
   auto storage = Storage::open(o.dataDir + "/state.db", o.historySize);

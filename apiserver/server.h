@@ -37,6 +37,16 @@ class Server {
  private:
   Server() = default;
   kube::Status bootstrap(const ServerOptions& options);
+  kube::Status lockDataDir(const std::string& dir);
+  // An flock on DATA_DIR/lock, held for the server's life: one server per data directory.
+  struct DirLock {
+    int fd = -1;
+    DirLock() = default;
+    DirLock(const DirLock&) = delete;
+    DirLock& operator=(const DirLock&) = delete;
+    ~DirLock();
+  };
+  DirLock lock_;  // first member: released after everything below is gone
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<Authenticator> auth_;

@@ -486,6 +486,20 @@ def durability():
     st, doc, _ = call(srv2, "POST", "/api/v1/namespaces/default/configmaps", cm("after"), tok)
     check("durability: resourceVersion keeps increasing", st == 201 and int(doc["metadata"]["resourceVersion"]) > max_rv,
           (st, doc and doc["metadata"]["resourceVersion"], max_rv))
+    # One server per data directory (the one killed above left no stale lock: srv2 started). A
+    # second is refused before it touches anything: same kubeconfig, certificate and state.
+    kubeconfig = open(os.path.join(data, "kubeconfig")).read()
+    cert = open(os.path.join(data, "pki", "server.crt")).read()
+    r = subprocess.run([FOXDEN, "server", "--data-dir", data, "--listen", f"localhost:{free_port()}", "--crds", CRDS],
+                       capture_output=True, text=True, timeout=60)
+    check("one server per data dir: a second exits non-zero", r.returncode != 0, r.returncode)
+    check("one server per data dir: it says why", "another foxden server is using" in r.stderr and
+          str(srv2.proc.pid) in r.stderr, r.stderr[-300:])
+    check("one server per data dir: kubeconfig and certificate untouched",
+          open(os.path.join(data, "kubeconfig")).read() == kubeconfig and
+          open(os.path.join(data, "pki", "server.crt")).read() == cert)
+    st, doc, _ = call(srv2, "GET", "/api/v1/namespaces/default/configmaps/after", token=tok)
+    check("one server per data dir: the first still serves", st == 200, st)
     srv2.kill(signal.SIGTERM)
 
 
