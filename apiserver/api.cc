@@ -724,30 +724,32 @@ void Api::serveWatch(Call& c) {
     }
     out += "}\n";
   };
+  // Writes `out` once it holds at least `atLeast` bytes (1: whatever it holds); false once the
+  // peer is gone.
+  auto flush = [&](std::string& out, size_t atLeast) {
+    if (out.size() < atLeast) return true;
+    bool ok = c.w.write(out);
+    out.clear();
+    return ok;
+  };
   if (!c.w.beginStream(200, kJson)) return;
   if (!watcher) {
     // As kube-apiserver's watch cache: a too-old version is an ERROR event in a 200 stream.
     c.w.write("{\"type\":\"ERROR\",\"object\":" + statusJson(watcher.status()) + "}\n");
     return;
   }
-  {
-    std::string out;
-    for (const auto& text : initial) {
-      appendEvent(out, "ADDED", text);
-      if (out.size() >= kWatchBatchBytes) {
-        if (!c.w.write(out)) return;
-        out.clear();
-      }
-    }
-    if (!out.empty() && !c.w.write(out)) return;
-    initial.clear();
-    initial.shrink_to_fit();
+  std::string batch;
+  for (const auto& text : initial) {
+    appendEvent(batch, "ADDED", text);
+    if (!flush(batch, kWatchBatchBytes)) return;
   }
+  if (!flush(batch, 1)) return;
+  initial.clear();
+  initial.shrink_to_fit();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
   auto nextBookmark = std::chrono::steady_clock::now() +
                       std::chrono::seconds(options_.bookmarkIntervalSeconds);
   std::vector<Event> events;
-  std::string batch;
   auto lastEvents = std::chrono::steady_clock::time_point{};
   for (;;) {
     int64_t safeRv = storage_.currentRv();
@@ -766,7 +768,6 @@ void Api::serveWatch(Call& c) {
         open = (*watcher)->next(events, std::chrono::milliseconds(0));
       }
     }
-    batch.clear();
     for (const auto& e : events) {
       bool newMatch = sel->empty() || sel->matches(*e.object);
       bool oldMatch = e.old ? (sel->empty() || sel->matches(*e.old)) : false;
@@ -785,12 +786,9 @@ void Api::serveWatch(Call& c) {
           break;
       }
       if (type != nullptr) appendEvent(batch, type, renderForVersion(*e.object, *c.rt));
-      if (batch.size() >= kWatchBatchBytes) {
-        if (!c.w.write(batch)) return;
-        batch.clear();
-      }
+      if (!flush(batch, kWatchBatchBytes)) return;
     }
-    if (!batch.empty() && !c.w.write(batch)) return;
+    if (!flush(batch, 1)) return;
     if (!open) return;  // server shutting down, or this watcher fell too far behind
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return;

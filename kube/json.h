@@ -25,8 +25,6 @@ class JsonAllocator : public rapidjson::MemoryPoolAllocator<> {
  public:
   static constexpr size_t kChunk = 4096;
   JsonAllocator() : MemoryPoolAllocator(kChunk) {}
-  explicit JsonAllocator(size_t chunkSize, rapidjson::CrtAllocator* base = nullptr)
-      : MemoryPoolAllocator(chunkSize, base) {}
 };
 using Json = rapidjson::GenericDocument<rapidjson::UTF8<>, JsonAllocator>;
 using JsonValue = Json::ValueType;
