@@ -488,6 +488,8 @@ def durability():
           (st, doc and doc["metadata"]["resourceVersion"], max_rv))
     # One server per data directory (the one killed above left no stale lock: srv2 started). A
     # second is refused before it touches anything: same kubeconfig, certificate and state.
+    # srv2 rewrites the kubeconfig (its new port) just after it starts serving: wait for that first.
+    wait_until(lambda: f":{srv2.port}" in open(os.path.join(data, "kubeconfig")).read())
     kubeconfig = open(os.path.join(data, "kubeconfig")).read()
     cert = open(os.path.join(data, "pki", "server.crt")).read()
     r = subprocess.run([FOXDEN, "server", "--data-dir", data, "--listen", f"localhost:{free_port()}", "--crds", CRDS],
