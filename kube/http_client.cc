@@ -16,7 +16,9 @@
 #include <cpprest/http_client.h>
 
 #include <boost/asio/ssl.hpp>
+#include <algorithm>
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
 #include <system_error>
 
@@ -53,6 +55,17 @@ size_t Canceller::addCallback(std::function<void()> cb) {
 void Canceller::removeCallback(size_t id) {
   std::lock_guard<std::mutex> l(mu_);
   callbacks_.erase(id);
+}
+
+std::vector<StatusOr<HttpResponse>> HttpClient::sendAll(const std::vector<HttpRequest>& requests,
+                                                        const SendAllOptions& options) {
+  std::vector<StatusOr<HttpResponse>> out;
+  out.reserve(requests.size());
+  for (const auto& rq : requests) {
+    Status admitted = options.gate ? options.gate(rq) : Status::ok();
+    out.push_back(admitted ? send(rq, options.cancel) : StatusOr<HttpResponse>(admitted));
+  }
+  return out;
 }
 
 namespace {
@@ -217,6 +230,20 @@ class CppRestHttpClient final : public HttpClient {
     }
   }
 
+  // Asynchronous all the way: each response's continuation (on cpprest's pool) records it and
+  // starts the next request, and only the caller's thread waits, once. Sending the same requests
+  // from N threads of our own costs each request two more hand-offs between threads.
+  std::vector<StatusOr<HttpResponse>> sendAll(const std::vector<HttpRequest>& requests,
+                                              const SendAllOptions& options) override {
+    auto b = std::make_shared<Batch>(requests, options.gate);
+    CancelLink link(options.cancel, b->cts);
+    size_t starters = std::min(std::max<size_t>(options.maxInFlight, 1), requests.size());
+    for (size_t i = 0; i < starters; ++i) pump(b);
+    std::unique_lock l(b->mu);
+    b->cv.wait(l, [&] { return b->done == requests.size(); });
+    return std::move(b->out);
+  }
+
   StatusOr<LineStreamPtr> stream(const HttpRequest& request, Canceller* cancel) override {
     auto rq = buildRequest(request);
     if (!rq) return rq.status();
@@ -248,6 +275,75 @@ class CppRestHttpClient final : public HttpClient {
   }
 
  private:
+  // One sendAll() call, shared with the continuations of its requests.
+  struct Batch {
+    Batch(const std::vector<HttpRequest>& r, std::function<Status(const HttpRequest&)> g)
+        : requests(r), gate(std::move(g)), out(r.size(), StatusOr<HttpResponse>(Status::internal("not sent"))) {}
+    const std::vector<HttpRequest>& requests;  // the caller's; it waits until done == size
+    const std::function<Status(const HttpRequest&)> gate;
+    pplx::cancellation_token_source cts;
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t next = 0;                          // guarded by mu: the first request not yet started
+    size_t done = 0;                          // guarded by mu
+    std::vector<StatusOr<HttpResponse>> out;  // out[i] written once, under mu
+  };
+
+  // Records request i's outcome; true when requests remain to be started, which also means the
+  // caller is still waiting (so this client is still alive for pump()).
+  static bool complete(const std::shared_ptr<Batch>& b, size_t i, StatusOr<HttpResponse> r) {
+    std::lock_guard l(b->mu);
+    b->out[i] = std::move(r);
+    if (++b->done == b->requests.size()) b->cv.notify_all();
+    return b->next < b->requests.size();
+  }
+
+  // Starts the next request that is to be sent; records, without sending, those that the gate,
+  // a cancellation or a malformed request stop. Never blocks; never throws.
+  void pump(const std::shared_ptr<Batch>& b) {
+    auto token = b->cts.get_token();
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard l(b->mu);
+        if (b->next == b->requests.size()) return;
+        i = b->next++;
+      }
+      const HttpRequest& in = b->requests[i];
+      Status admitted = token.is_canceled() ? canceledStatus() : b->gate ? b->gate(in) : Status::ok();
+      StatusOr<http::http_request> rq = admitted ? buildRequest(in) : StatusOr<http::http_request>(admitted);
+      if (!rq) {
+        (void)complete(b, i, rq.status());
+        continue;
+      }
+      try {
+        client_->request(*rq, token)
+            .then([](http::http_response r) {  // NOLINT(performance-unnecessary-value-param): pplx passes the antecedent's result by value
+              return r.extract_vector().then([r](std::vector<unsigned char> v) {  // NOLINT(performance-unnecessary-value-param): as above
+                HttpResponse out;
+                out.status = r.status_code();
+                for (const auto& h : r.headers()) out.headers[lower(h.first)] = h.second;
+                out.body.assign(v.begin(), v.end());
+                return out;
+              });
+            })
+            .then([this, b, i, token](pplx::task<HttpResponse> t) {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
+              StatusOr<HttpResponse> r = Status::internal("no response");
+              try {
+                r = t.get();
+              } catch (...) {
+                r = currentExceptionToStatus(token);
+              }
+              if (complete(b, i, std::move(r))) pump(b);
+            });
+      } catch (...) {
+        (void)complete(b, i, currentExceptionToStatus(token));
+        continue;
+      }
+      return;
+    }
+  }
+
   StatusOr<http::http_request> buildRequest(const HttpRequest& in) const {
     if (!in.body.empty() && in.contentType.empty()) {
       return Status::internal("HTTP request to " + in.target + " has a body but no content type");

@@ -66,6 +66,15 @@ class LineStream {
 };
 using LineStreamPtr = std::unique_ptr<LineStream>;
 
+struct SendAllOptions {
+  // Requests on the wire at once (each in flight holds one connection).
+  size_t maxInFlight = 32;
+  Canceller* cancel = nullptr;
+  // Asked for each request just before it is sent (on whichever thread starts it: keep it short
+  // and non-blocking); a non-OK Status becomes that request's outcome and it is not sent.
+  std::function<Status(const HttpRequest&)> gate;
+};
+
 class HttpClient {
  public:
   virtual ~HttpClient() = default;
@@ -77,6 +86,11 @@ class HttpClient {
   // stream. A non-2xx response's body can be read the same way.
   [[nodiscard]] virtual StatusOr<LineStreamPtr> stream(const HttpRequest& request,
                                                        Canceller* cancel = nullptr) = 0;
+  // Sends every request, up to options.maxInFlight at a time, and returns their outcomes in the
+  // requests' order (each as send() would). Blocks the calling thread until all are done; only
+  // this thread waits, however many requests there are. This default sends them one by one.
+  [[nodiscard]] virtual std::vector<StatusOr<HttpResponse>> sendAll(const std::vector<HttpRequest>& requests,
+                                                                    const SendAllOptions& options);
 };
 using HttpClientPtr = std::shared_ptr<HttpClient>;
 

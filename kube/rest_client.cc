@@ -185,6 +185,34 @@ StatusOr<Json> RestClient::create(const ResourceRef& ref, const JsonValue& objec
   return call("POST", withQuery(r.path(), q), toJson(object), "application/json");
 }
 
+std::vector<Status> RestClient::createMany(const ResourceRef& ref, const std::vector<const JsonValue*>& objects,
+                                           size_t maxInFlight, std::string_view fieldManager) const {
+  std::vector<HttpRequest> rqs(objects.size());
+  std::string q;
+  if (!fieldManager.empty()) addParam(q, "fieldManager", fieldManager);
+  for (size_t i = 0; i < objects.size(); ++i) {
+    ResourceRef r = ref;
+    r.name.clear();
+    r.subresource.clear();
+    if (r.ns.empty()) r.ns = ns(*objects[i]);
+    rqs[i].method = "POST";
+    rqs[i].target = withQuery(r.path(), q);
+    rqs[i].body = toJson(*objects[i]);
+    rqs[i].contentType = "application/json";
+  }
+  SendAllOptions options;
+  options.maxInFlight = maxInFlight;
+  auto responses = http_->sendAll(rqs, options);
+  std::vector<Status> out;
+  out.reserve(responses.size());
+  for (auto& resp : responses) {
+    if (!resp) out.push_back(resp.status());
+    else if (resp->status < 200 || resp->status >= 300) out.push_back(statusFromResponse(resp->status, resp->body));
+    else out.push_back(Status::ok());
+  }
+  return out;
+}
+
 StatusOr<Json> RestClient::update(const ResourceRef& ref, const JsonValue& object,
                                   std::string_view fieldManager) const {
   ResourceRef r = objectRef(ref, object);

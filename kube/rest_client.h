@@ -92,6 +92,11 @@ class RestClient {
   // POST to the collection. The namespace comes from `ref.ns`, else from the object.
   [[nodiscard]] StatusOr<Json> create(const ResourceRef& ref, const JsonValue& object,
                                       std::string_view fieldManager = "") const;
+  // POSTs every object to the collection, up to maxInFlight at a time, from this thread alone (see
+  // HttpClient::sendAll), and returns each create's outcome in order. The created objects are not
+  // decoded: a caller creating many reads them back from its informer.
+  [[nodiscard]] std::vector<Status> createMany(const ResourceRef& ref, const std::vector<const JsonValue*>& objects,
+                                               size_t maxInFlight = 32, std::string_view fieldManager = "") const;
   // PUT. Name and namespace default to the object's. A stale resourceVersion fails with
   // 409 Conflict (compare Status::reason() == "Conflict").
   [[nodiscard]] StatusOr<Json> update(const ResourceRef& ref, const JsonValue& object,

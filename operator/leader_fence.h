@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <vector>
 
 #include "kube/http_client.h"
 
@@ -28,6 +29,17 @@ class LeaderFence : public kube::HttpClient {
   kube::StatusOr<kube::LineStreamPtr> stream(const kube::HttpRequest& request, kube::Canceller* cancel) override {
     if (request.method != "GET" && !open_.load()) return fenced();
     return inner_->stream(request, cancel);
+  }
+  // The fence is asked for each request just before it is sent, so closing it stops the rest of a
+  // batch that is under way.
+  std::vector<kube::StatusOr<kube::HttpResponse>> sendAll(const std::vector<kube::HttpRequest>& requests,
+                                                          const kube::SendAllOptions& options) override {
+    kube::SendAllOptions o = options;
+    o.gate = [this, inner = options.gate](const kube::HttpRequest& r) {
+      if (r.method != "GET" && !open_.load()) return fenced();
+      return inner ? inner(r) : kube::Status::ok();
+    };
+    return inner_->sendAll(requests, o);
   }
 
  private:

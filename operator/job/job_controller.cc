@@ -652,10 +652,13 @@ StatusOr<JobController::Result> JobController::reconcile(const std::string& key)
       note(updateAlloc(v, [](Json& o) { kube::setString(o["spec"], "desiredState", "stop", o.GetAllocator()); }));
       event(*job, {false, "Preempted", "stopping lower-priority allocation " + victim + " to make room"});
     }
-    parallelFor(toCreate.size(), [&](size_t i) {
-      auto r = ctx_.client->create(kAllocations.withNamespace(ns), toCreate[i].obj);
-      toCreate[i].result = r ? Status::ok() : r.status();
-    });
+    {
+      std::vector<const JsonValue*> objs;
+      objs.reserve(toCreate.size());
+      for (const auto& c : toCreate) objs.push_back(&c.obj);
+      std::vector<Status> results = ctx_.client->createMany(kAllocations.withNamespace(ns), objs);
+      for (size_t i = 0; i < toCreate.size(); ++i) toCreate[i].result = std::move(results[i]);
+    }
     for (auto& c : toCreate) {
       std::string name = kube::name(c.obj), worker = kube::getString(c.obj, {"spec", "workerName"});
       if (!c.result && c.result.code() != 409) {

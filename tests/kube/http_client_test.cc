@@ -8,7 +8,10 @@
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <memory>
 
@@ -94,6 +97,8 @@ struct TlsFixture {
   HttpServerPtr http;
   std::string lastAuth;
   std::mutex mu;
+  std::atomic<int> inFlight{0};
+  std::atomic<int> maxInFlight{0};
 
   TlsFixture() {
     std::string tmpl = (fs::temp_directory_path() / "http-client-test-XXXXXX").string();
@@ -108,6 +113,18 @@ struct TlsFixture {
       {
         std::lock_guard<std::mutex> l(mu);
         lastAuth = req.header("authorization");
+      }
+      if (req.path.rfind("/slow", 0) == 0) {  // counts how many requests are in here at once
+        int now = ++inFlight;
+        int seen = maxInFlight.load();
+        while (now > seen && !maxInFlight.compare_exchange_weak(seen, now)) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        --inFlight;
+        if (req.path == "/slow/missing") {
+          w.respond(404, "application/json", R"({"kind":"Status","code":404})");
+          return;
+        }
       }
       if (req.path == "/stream") {
         if (!w.beginStream(200, "application/json")) return;
@@ -212,6 +229,61 @@ TEST_CASE("http client: a Canceller cancelled up front fails the request with Ca
   REQUIRE_FALSE(r.isOk());
   CHECK(r.status().code() == kCanceledCode);
   CHECK(r.status().reason() == "Canceled");
+}
+
+TEST_CASE("http client: sendAll answers every request in order, at most maxInFlight at once") {
+  TlsFixture fx;
+  auto client = newHttpClient(fx.config());
+  REQUIRE(client.isOk());
+  std::vector<HttpRequest> rqs(120);
+  for (size_t i = 0; i < rqs.size(); ++i) {
+    rqs[i].method = "POST";
+    rqs[i].target = i % 17 == 5 ? "/slow/missing" : "/slow/" + std::to_string(i);
+    rqs[i].body = "{\"i\":" + std::to_string(i) + "}";
+    rqs[i].contentType = "application/json";
+  }
+  rqs[7].contentType.clear();  // malformed: refused before sending, the others go on
+  SendAllOptions o;
+  o.maxInFlight = 6;
+  std::vector<std::string> asked;
+  std::mutex askedMu;
+  o.gate = [&](const HttpRequest& r) {
+    std::lock_guard l(askedMu);
+    asked.push_back(r.target);
+    if (r.target == "/slow/40") return Status::unavailable("refused by the gate");
+    return Status::ok();
+  };
+  auto out = (*client)->sendAll(rqs, o);
+  REQUIRE(out.size() == rqs.size());
+  CHECK(asked.size() == rqs.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    if (i == 7) {
+      CHECK(out[i].status().code() == 500);
+    } else if (i == 40) {
+      CHECK(out[i].status().message() == "refused by the gate");
+    } else if (i % 17 == 5) {
+      REQUIRE(out[i].isOk());
+      CHECK(out[i]->status == 404);  // an HTTP error status is a response, as with send()
+    } else {
+      REQUIRE_MESSAGE(out[i].isOk(), out[i].status().toString());
+      CHECK(out[i]->status == 200);
+      CHECK(out[i]->body == R"({"method":"POST","body":{"i":)" + std::to_string(i) + "}}");
+    }
+  }
+  CHECK(fx.maxInFlight.load() <= 6);
+
+  // Nothing at all, and a batch cancelled up front: every request ends Canceled, none is sent.
+  CHECK((*client)->sendAll({}, {}).empty());
+  fx.maxInFlight = 0;
+  Canceller c;
+  c.cancel();
+  SendAllOptions cancelled;
+  cancelled.cancel = &c;
+  auto none = (*client)->sendAll(std::vector<HttpRequest>(rqs.begin(), rqs.begin() + 10), cancelled);
+  REQUIRE(none.size() == 10);
+  for (const auto& r : none) CHECK(r.status().reason() == "Canceled");
+  CHECK(fx.maxInFlight.load() == 0);
 }
 
 }  // namespace

@@ -155,6 +155,27 @@ TEST_CASE("rest: create, get, update with conflicts, status, patch and delete") 
   CHECK(client->get(kPods.withName("web")).status().code() == 404);
 }
 
+TEST_CASE("rest: createMany reports each create's outcome in order") {
+  FakeApiServer fake;
+  auto client = clientFor(fake);
+  REQUIRE(client->create(kPods, pod("b")).isOk());
+  std::vector<Json> pods;
+  for (const char* n : {"a", "b", "c", "d", "e"}) pods.push_back(pod(n));
+  std::vector<const JsonValue*> objs;
+  for (const auto& p : pods) objs.push_back(&p);
+  std::vector<Status> out = client->createMany(kPods, objs, 2);
+  REQUIRE(out.size() == 5);
+  CHECK(out[0].isOk());
+  CHECK(out[1].reason() == "AlreadyExists");  // decoded from the server's Status body
+  CHECK(out[2].isOk());
+  CHECK(out[3].isOk());
+  CHECK(out[4].isOk());
+  auto list = client->list(kPods);
+  REQUIRE(list.isOk());
+  CHECK((*list)["items"].Size() == 5);
+  CHECK(client->createMany(kPods, {}).empty());
+}
+
 TEST_CASE("rest: list with selectors, paging and listAll") {
   FakeApiServer fake;
   auto client = clientFor(fake);
