@@ -1123,10 +1123,18 @@ void Api::serveCreate(Call& c) {
     c.fail(nsCheck);
     return;
   }
+  // Defaults, validation and metadata before the write is decided, as kube-apiserver's
+  // BeforeCreate runs before its storage create (so an invalid object is 422 even where the name
+  // is taken), and outside Storage's write lock: only the revision waits for the decision.
+  Status prepared = prepareCreate(c.rt, c.ri.ns, obj, 0, manager, c.param("fieldValidation"), false);
+  if (!prepared) {
+    c.ri.name = name;
+    c.fail(prepared);
+    return;
+  }
   auto res = storage_.mutate(c.rt->key(c.ri.ns, name), [&](const Entry* cur, int64_t newRv) -> StatusOr<Mutation> {
     if (cur != nullptr) return Status::alreadyExists(qualifiedResource(*c.rt) + " \"" + name + "\" already exists");
-    Status s = prepareCreate(c.rt, c.ri.ns, obj, newRv, manager, c.param("fieldValidation"), false);
-    if (!s) return s;
+    kube::setString(obj["metadata"], "resourceVersion", rvString(newRv), obj.GetAllocator());
     if (dryRun) {
       dryText = kube::toJson(obj);
       return Mutation::noChange();

@@ -153,7 +153,7 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS [PHASE]
   # (each was decided, created through the API server and delivered by its watch). PHASE is the
   # hollow workers' own phase for a seen allocation: Running (its report queued; the default) or
   # Pending (workers that only watch).
-  local r0 t0 end n c0 p0 phase=${5:-Running}
+  local r0 t0 end n c0 p0 tf="" nf=0 phase=${5:-Running}
   stat "$H" "$phase"; r0=$STAT
   stat "$H" patches; p0=$STAT
   c0=$(cpu_all)
@@ -163,12 +163,20 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS [PHASE]
   local deadline=$((SECONDS + 300))
   while :; do
     stat "$H" "$phase"; n=$((STAT - r0))
+    [ -z "$tf" ] && [ "$n" -gt 0 ] && { tf=$(now); nf=$n; }
     [ "$n" -ge "$2" ] && { end=$(now); break; }
     [ $SECONDS -gt $deadline ] && { echo "$1: only $n of $2 delivered in 300 s"; return; }
     sleep 0.02
   done
   printf "%s: %d allocations placed, created and delivered to hollow workers in %.2f s = %.0f/s end to end\n" "$1" "$2" \
     "$(echo "$end - $t0" | bc -l)" "$(echo "$2 / ($end - $t0)" | bc -l)"
+  # The same, once placements flow: from the first poll that saw one to the last (kubectl's own
+  # run, the Job's delivery to the operator and the first create are left out, as
+  # scheduler_perf's throughput counts only while pods are being scheduled).
+  if [ "$2" -gt "$nf" ] && [ "$(echo "$end > $tf" | bc -l)" = 1 ]; then
+    printf "  steady rate: %.0f/s (%d placements from %.2f s to %.2f s after the apply)\n" \
+      "$(echo "($2 - $nf) / ($end - $tf)" | bc -l)" $(($2 - nf)) "$(echo "$tf - $t0" | bc -l)" "$(echo "$end - $t0" | bc -l)"
+  fi
   cpu_report "$c0" "$(cpu_all)" "$2"
   requests_snapshot "$WORK/req1"
   requests_report "$WORK/req0" "$WORK/req1" "$2"

@@ -161,6 +161,11 @@ def bad_input_and_auth():
     check("missing namespace -> 404", st == 404 and "namespaces \"nope\" not found" in doc["message"], (st, doc))
     st, doc, _ = call(srv, "POST", "/api/v1/namespaces/default/configmaps", cm("base"), tok)
     check("duplicate -> 409 AlreadyExists", st == 409 and doc["reason"] == "AlreadyExists", (st, doc))
+    # kube-apiserver validates before its storage create: an invalid object is 422 even where the
+    # name is taken.
+    st, doc, _ = call(srv, "POST", "/api/v1/namespaces/default/configmaps",
+                      {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "base"}, "data": {"a": 1}}, tok)
+    check("invalid duplicate -> 422, validation first", st == 422 and "data[a]" in doc["message"], (st, doc))
     stale = cm("base", a="2")
     stale["metadata"]["resourceVersion"] = "1"
     st, doc, _ = call(srv, "PUT", "/api/v1/namespaces/default/configmaps/base", stale, tok)
