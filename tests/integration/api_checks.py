@@ -196,6 +196,11 @@ def bad_input_and_auth():
                       {"preconditions": {"uid": "not-the-uid"}}, tok)
     check("delete precondition -> 409", st == 409, (st, doc))
 
+    kc_path = os.path.join(srv.data, "kubeconfig")
+    check("the admin kubeconfig is 0600 and written whole (no temporary file left)",
+          os.stat(kc_path).st_mode & 0o777 == 0o600 and not os.path.exists(kc_path + ".tmp"),
+          (oct(os.stat(kc_path).st_mode), os.listdir(srv.data)))
+
     # Worker identities: the kubelet's NodeRestriction rule.
     out = subprocess.run([FOXDEN, "token", "create", "--worker", "w1", "--kubeconfig",
                           os.path.join(srv.data, "kubeconfig")], capture_output=True, text=True)
