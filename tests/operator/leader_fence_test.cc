@@ -63,6 +63,7 @@ TEST_CASE("leader fence: closing it half way through a batch stops the rest of t
     if (inner->sent.size() == 3) fence.close();  // leadership lost after the third create
   };
   std::vector<kube::HttpRequest> batch;
+  batch.reserve(10);
   for (int i = 0; i < 10; ++i) batch.push_back(rq("POST", "/" + std::to_string(i)));
   kube::SendAllOptions o;
   o.maxInFlight = 1;
