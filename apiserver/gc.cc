@@ -1,6 +1,11 @@
 #include "apiserver/gc.h"
 
 #include <chrono>
+#include <optional>
+#include <string_view>
+
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 
 namespace apiserver {
 
@@ -19,6 +24,91 @@ bool removeFinalizer(Json& d, std::string_view f) {
     }
   }
   return false;
+}
+
+// A RapidJSON SAX handler that hands the top-level "metadata" member's events to a document and
+// stops the parse once that member is complete: the graph needs only metadata, and the server
+// writes objects with metadata before spec and status, so most of each object is never read.
+class MetadataOnly {
+ public:
+  explicit MetadataOnly(Json& out) : out_(out) {}
+  bool done() const { return done_; }
+
+  bool Null() { return value([&] { return out_.Null(); }); }
+  bool Bool(bool b) { return value([&] { return out_.Bool(b); }); }
+  bool Int(int i) { return value([&] { return out_.Int(i); }); }
+  bool Uint(unsigned u) { return value([&] { return out_.Uint(u); }); }
+  bool Int64(int64_t i) { return value([&] { return out_.Int64(i); }); }
+  bool Uint64(uint64_t u) { return value([&] { return out_.Uint64(u); }); }
+  bool Double(double d) { return value([&] { return out_.Double(d); }); }
+  bool RawNumber(const char* str, rapidjson::SizeType len, bool) {
+    return value([&] { return out_.RawNumber(str, len, true); });
+  }
+  bool String(const char* str, rapidjson::SizeType len, bool) {
+    return value([&] { return out_.String(str, len, true); });
+  }
+  bool StartObject() { return open([&] { return out_.StartObject(); }); }
+  bool Key(const char* str, rapidjson::SizeType len, bool) {
+    if (capturing_) return out_.Key(str, len, true);
+    metadataNext_ = depth_ == 1 && std::string_view(str, len) == "metadata";
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType n) { return close([&] { return out_.EndObject(n); }); }
+  bool StartArray() { return open([&] { return out_.StartArray(); }); }
+  bool EndArray(rapidjson::SizeType n) { return close([&] { return out_.EndArray(n); }); }
+
+ private:
+  // A scalar: inside metadata it is copied; as metadata itself (not an object) it ends the scan.
+  template <typename F>
+  bool value(F f) {
+    if (capturing_) return f();
+    if (metadataNext_) return false;  // metadata is not an object: stop, with nothing captured
+    return true;
+  }
+  template <typename F>
+  bool open(F f) {
+    ++depth_;
+    if (metadataNext_ && depth_ == 2) {
+      metadataNext_ = false;
+      capturing_ = true;
+    }
+    return capturing_ ? f() : true;
+  }
+  template <typename F>
+  bool close(F f) {
+    --depth_;
+    if (!capturing_) return true;
+    if (!f()) return false;
+    if (depth_ == 1) {  // metadata's own end
+      capturing_ = false;
+      done_ = true;
+      return false;  // stop the parse here
+    }
+    return true;
+  }
+
+  Json& out_;
+  int depth_ = 0;
+  bool metadataNext_ = false;
+  bool capturing_ = false;
+  bool done_ = false;
+};
+
+// {"metadata": <the object's metadata>} from a stored object's JSON text, or nothing if the text
+// is not an object with an object for metadata. Stored objects were validated when written.
+std::optional<Json> parseMetadata(const std::string& json) {
+  Json d;
+  MetadataOnly filter(d);
+  auto generate = [&](Json& handler) {
+    if (!handler.StartObject() || !handler.Key("metadata", 8, false)) return false;
+    rapidjson::Reader reader;
+    rapidjson::MemoryStream in(json.data(), json.size());
+    reader.Parse<rapidjson::kParseIterativeFlag>(in, filter);  // ends early, by design
+    return filter.done() && handler.EndObject(1);
+  };
+  d.Populate(generate);
+  if (!filter.done() || !d.IsObject() || !d["metadata"].IsObject()) return std::nullopt;
+  return d;
 }
 
 }  // namespace
@@ -128,7 +218,7 @@ void GarbageCollector::upsert(const std::string& key, int64_t rv, const std::str
     auto it = nodes_.find(known->second);
     if (it != nodes_.end() && it->second.rv >= rv) return;  // the list already had this one
   }
-  auto d = kube::parseJson(json);
+  auto d = parseMetadata(json);
   if (!d) return;
   std::string uid = kube::uid(*d);
   if (uid.empty()) return;

@@ -569,6 +569,13 @@ def garbage_collection():
                                              "uid": "00000000-0000-0000-0000-00000000dead"}]
     call(srv, "POST", base, stray, tok)
     check("gc: a dependent of a missing owner goes", wait_until(lambda: not exists("stray")))
+    # The collector reads only metadata, wherever the client put it in the object.
+    late = cm("late-metadata", a="1")
+    late["metadata"]["ownerReferences"] = stray["metadata"]["ownerReferences"]
+    late = {k: late[k] for k in [k for k in late if k != "metadata"] + ["metadata"]}
+    st, doc, _ = call(srv, "POST", base, late, tok)
+    check("gc: metadata after data: created", st == 201 and list(late)[-1] == "metadata", (st, doc))
+    check("gc: metadata after data: its missing owner is seen too", wait_until(lambda: not exists("late-metadata")))
 
     # A three-level chain with a wide middle: the cascade runs to the end.
     st, root, _ = call(srv, "POST", base, cm("root"), tok)
