@@ -34,6 +34,8 @@ class MetadataOnly {
   explicit MetadataOnly(Json& out) : out_(out) {}
   bool done() const { return done_; }
 
+  // RapidJSON's Handler concept names these methods.
+  // NOLINTBEGIN(readability-identifier-naming)
   bool Null() { return value([&] { return out_.Null(); }); }
   bool Bool(bool b) { return value([&] { return out_.Bool(b); }); }
   bool Int(int i) { return value([&] { return out_.Int(i); }); }
@@ -56,6 +58,7 @@ class MetadataOnly {
   bool EndObject(rapidjson::SizeType n) { return close([&] { return out_.EndObject(n); }); }
   bool StartArray() { return open([&] { return out_.StartArray(); }); }
   bool EndArray(rapidjson::SizeType n) { return close([&] { return out_.EndArray(n); }); }
+  // NOLINTEND(readability-identifier-naming)
 
  private:
   // A scalar: inside metadata it is copied; as metadata itself (not an object) it ends the scan.
