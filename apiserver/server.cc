@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "apiserver/certs.h"
+#include "kube/files.h"
 #include "kube/kubeconfig.h"
 #include "kube/yaml.h"
 
@@ -120,25 +121,10 @@ kube::StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& o) {
   rc.bearerToken = *token;
   rc.ns = "default";
   s->kubeconfig_ = o.dataDir + "/kubeconfig";
-  // Written whole to a file that is 0600 from its creation, then renamed over the old one: the
-  // admin token is never readable by others, and a reader (a script polling for the file, kubectl)
-  // sees the previous kubeconfig or the new one, never half of it.
-  std::string tmp = s->kubeconfig_ + ".tmp";
-  std::string text = kube::renderKubeconfig(rc, "foxden-admin", "foxden");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  bool written = fd >= 0 && ::fchmod(fd, 0600) == 0;
-  for (size_t off = 0; written && off < text.size();) {
-    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    written = n > 0;
-    if (written) off += static_cast<size_t>(n);
-  }
-  written = written && ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  if (!written || ::rename(tmp.c_str(), s->kubeconfig_.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return kube::Status::internal("cannot write the kubeconfig " + s->kubeconfig_ + ": " + std::strerror(err));
+  // 0600 from its creation and renamed into place: the admin token is never readable by others,
+  // and a reader (a script polling for the file, kubectl) never sees half of it.
+  if (kube::Status st = kube::writeFileAtomic(s->kubeconfig_, kube::renderKubeconfig(rc, "foxden-admin", "foxden")); !st) {
+    return st;
   }
   return s;
 }

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "kube/files.h"
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
 #include "nodeagent/logs/log_files.h"
@@ -111,16 +112,6 @@ StatusOr<std::string> allocField(const kube::Json& a, const std::string& path) {
     return v->IsString() ? std::string(kube::view(*v)) : kube::toJson(*v);
   }
   return Status::invalid("unsupported fieldPath \"" + path + "\"");
-}
-
-bool writeFileAtomic(const std::string& path, const std::string& data) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
-  ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
 // The cgroup limits of a task spec (resources.requests/limits; the default pids limit), or why
@@ -250,7 +241,7 @@ void TaskRunner::persist(const TaskHandle& h) {
   kube::setString(d, "reason", s.reason, a);
   kube::setString(d, "startedAt", s.startedAt, a);
   kube::setString(d, "finishedAt", s.finishedAt, a);
-  (void)writeFileAtomic(config_.stateFile, kube::toJson(d));
+  (void)kube::writeFileAtomic(config_.stateFile, kube::toJson(d));
 }
 
 bool TaskRunner::adopt(TaskHandle& h) {
