@@ -105,6 +105,14 @@ std::string lower(std::string s) {
   return s;
 }
 
+HttpResponse toResponse(const http::http_response& r, const std::vector<unsigned char>& body) {
+  HttpResponse out;
+  out.status = r.status_code();
+  for (const auto& h : r.headers()) out.headers[lower(h.first)] = h.second;
+  out.body.assign(body.begin(), body.end());
+  return out;
+}
+
 // Links a Canceller to a pplx cancellation source for as long as this object lives.
 class CancelLink {
  public:
@@ -219,12 +227,7 @@ class CppRestHttpClient final : public HttpClient {
       // hand-off between threads of the pplx pool, and those hand-offs were most of a request's
       // CPU cost.
       http::http_response r = client_->request(*rq, token).get();
-      HttpResponse out;
-      out.status = r.status_code();
-      for (const auto& h : r.headers()) out.headers[lower(h.first)] = h.second;
-      std::vector<unsigned char> v = r.extract_vector().get();
-      out.body.assign(v.begin(), v.end());
-      return out;
+      return toResponse(r, r.extract_vector().get());
     } catch (...) {
       return currentExceptionToStatus(token);
     }
@@ -320,11 +323,7 @@ class CppRestHttpClient final : public HttpClient {
         client_->request(*rq, token)
             .then([](http::http_response r) {  // NOLINT(performance-unnecessary-value-param): pplx passes the antecedent's result by value
               return r.extract_vector().then([r](std::vector<unsigned char> v) {  // NOLINT(performance-unnecessary-value-param): as above
-                HttpResponse out;
-                out.status = r.status_code();
-                for (const auto& h : r.headers()) out.headers[lower(h.first)] = h.second;
-                out.body.assign(v.begin(), v.end());
-                return out;
+                return toResponse(r, v);
               });
             })
             .then([this, b, i, token](pplx::task<HttpResponse> t) {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task

@@ -174,29 +174,27 @@ StatusOr<Json> RestClient::listAll(const ResourceRef& ref, ListOptions options, 
   }
 }
 
-StatusOr<Json> RestClient::create(const ResourceRef& ref, const JsonValue& object,
-                                  std::string_view fieldManager) const {
+std::string RestClient::createTarget(const ResourceRef& ref, const JsonValue& object, std::string_view fieldManager) {
   ResourceRef r = ref;
   r.name.clear();
   r.subresource.clear();
   if (r.ns.empty()) r.ns = ns(object);
   std::string q;
   if (!fieldManager.empty()) addParam(q, "fieldManager", fieldManager);
-  return call("POST", withQuery(r.path(), q), toJson(object), "application/json");
+  return withQuery(r.path(), q);
+}
+
+StatusOr<Json> RestClient::create(const ResourceRef& ref, const JsonValue& object,
+                                  std::string_view fieldManager) const {
+  return call("POST", createTarget(ref, object, fieldManager), toJson(object), "application/json");
 }
 
 std::vector<Status> RestClient::createMany(const ResourceRef& ref, const std::vector<const JsonValue*>& objects,
                                            size_t maxInFlight, std::string_view fieldManager) const {
   std::vector<HttpRequest> rqs(objects.size());
-  std::string q;
-  if (!fieldManager.empty()) addParam(q, "fieldManager", fieldManager);
   for (size_t i = 0; i < objects.size(); ++i) {
-    ResourceRef r = ref;
-    r.name.clear();
-    r.subresource.clear();
-    if (r.ns.empty()) r.ns = ns(*objects[i]);
     rqs[i].method = "POST";
-    rqs[i].target = withQuery(r.path(), q);
+    rqs[i].target = createTarget(ref, *objects[i], fieldManager);
     rqs[i].body = toJson(*objects[i]);
     rqs[i].contentType = "application/json";
   }

@@ -120,6 +120,8 @@ class RestClient {
   StatusOr<Json> call(const std::string& method, const std::string& target, const std::string& body,
                       std::string_view contentType, Canceller* cancel = nullptr) const;
   ResourceRef objectRef(const ResourceRef& ref, const JsonValue& object) const;
+  // The collection's path (namespace from `ref`, else the object's) with ?fieldManager.
+  static std::string createTarget(const ResourceRef& ref, const JsonValue& object, std::string_view fieldManager);
 
   const HttpClientPtr http_;
 };

@@ -23,11 +23,11 @@ class LeaderFence : public kube::HttpClient {
   bool isOpen() const { return open_.load(); }
 
   kube::StatusOr<kube::HttpResponse> send(const kube::HttpRequest& request, kube::Canceller* cancel) override {
-    if (request.method != "GET" && !open_.load()) return fenced();
+    if (kube::Status st = admit(request); !st) return st;
     return inner_->send(request, cancel);
   }
   kube::StatusOr<kube::LineStreamPtr> stream(const kube::HttpRequest& request, kube::Canceller* cancel) override {
-    if (request.method != "GET" && !open_.load()) return fenced();
+    if (kube::Status st = admit(request); !st) return st;
     return inner_->stream(request, cancel);
   }
   // The fence is asked for each request just before it is sent, so closing it stops the rest of a
@@ -36,14 +36,18 @@ class LeaderFence : public kube::HttpClient {
                                                           const kube::SendAllOptions& options) override {
     kube::SendAllOptions o = options;
     o.gate = [this, inner = options.gate](const kube::HttpRequest& r) {
-      if (r.method != "GET" && !open_.load()) return fenced();
-      return inner ? inner(r) : kube::Status::ok();
+      kube::Status st = admit(r);
+      return !st || !inner ? st : inner(r);
     };
     return inner_->sendAll(requests, o);
   }
 
  private:
-  static kube::Status fenced() { return kube::Status::unavailable("not the leader: write refused by the leader fence"); }
+  // Reads always pass; a write passes only while this process leads.
+  kube::Status admit(const kube::HttpRequest& r) const {
+    if (r.method != "GET" && !open_.load()) return kube::Status::unavailable("not the leader: write refused by the leader fence");
+    return kube::Status::ok();
+  }
 
   const kube::HttpClientPtr inner_;
   std::atomic<bool> open_{false};
