@@ -57,7 +57,8 @@ class GarbageCollector {
 
   void run();
   void rebuild();                 // list + watch; everything that may need work becomes dirty
-  bool drain(int timeoutMs);      // applies queued watch events; false once the watch is closed
+  // Applies queued watch events (counted into *applied if given); false once the watch is closed.
+  bool drain(int timeoutMs, size_t* applied = nullptr);
   void apply(const Event& e);
   void upsert(const std::string& key, int64_t rv, const std::string& json);
   void erase(const std::string& key, int64_t rv);

@@ -27,16 +27,22 @@ bool Watcher::closed() const {
   return closed_;
 }
 
-void Watcher::push(const Event& e) {
+void Watcher::push(std::span<const Event> events) {
   std::lock_guard l(mu_);
   if (closed_) return;
-  if (queue_.size() >= maxQueue_) {
-    // Too slow a consumer: end its watch rather than grow without bound.
-    closed_ = true;
-  } else {
+  bool wasEmpty = queue_.empty();
+  for (const Event& e : events) {
+    if (e.key.compare(0, prefix_.size(), prefix_) != 0) continue;
+    if (queue_.size() >= maxQueue_) {
+      // Too slow a consumer: end its watch rather than grow without bound.
+      closed_ = true;
+      cv_.notify_all();
+      return;
+    }
     queue_.push_back(e);
   }
-  cv_.notify_all();
+  // The subscriber sleeps only on an empty queue: a queue that was not empty needs no wake-up.
+  if (wasEmpty && !queue_.empty()) cv_.notify_all();
 }
 
 Storage::~Storage() {
@@ -269,9 +275,11 @@ kube::Status Storage::commit(const std::vector<PendingPtr>& batch) {
     return st;
   }
 
+  std::vector<Event> events;
+  events.reserve(batch.size());
   std::unique_lock l(mu_);
   for (const auto& p : batch) {
-    Event e;
+    Event& e = events.emplace_back();
     e.key = p->key;
     e.rv = p->rv;
     e.object = p->json;
@@ -283,14 +291,14 @@ kube::Status Storage::commit(const std::vector<PendingPtr>& batch) {
       auto [it, inserted] = objects_.insert_or_assign(p->key, Entry{p->rv, p->json});
       e.type = inserted ? Event::Type::kAdded : Event::Type::kModified;
     }
-    rv_ = p->rv;
-    broadcast(e);
   }
+  rv_ = batch.back()->rv;
+  broadcast(events);
   return kube::Status::ok();
 }
 
-void Storage::broadcast(const Event& e) {
-  history_.push_back(e);
+void Storage::broadcast(std::span<const Event> events) {
+  history_.insert(history_.end(), events.begin(), events.end());
   while (history_.size() > historySize_) {
     historyStartRv_ = history_.front().rv;
     history_.pop_front();
@@ -302,7 +310,7 @@ void Storage::broadcast(const Event& e) {
       prune = true;
       continue;
     }
-    if (e.key.compare(0, s->prefix_.size(), s->prefix_) == 0) s->push(e);
+    s->push(events);
   }
   if (prune) {
     std::erase_if(watchers_, [](const std::weak_ptr<Watcher>& w) { return w.expired(); });
@@ -317,9 +325,11 @@ kube::StatusOr<WatcherPtr> Storage::watch(const std::string& prefix, int64_t fro
                               std::to_string(historyStartRv_ + 1) + ")");
   }
   auto w = std::make_shared<Watcher>(prefix, maxQueue);
-  for (const auto& e : history_) {
-    if (e.rv > fromRv && e.key.compare(0, prefix.size(), prefix) == 0) w->push(e);
-  }
+  // The history is in revision order: replay what follows fromRv.
+  auto from = std::upper_bound(history_.begin(), history_.end(), fromRv,
+                               [](int64_t rv, const Event& e) { return rv < e.rv; });
+  std::vector<Event> replay(from, history_.end());
+  w->push(replay);
   watchers_.push_back(w);
   return w;
 }

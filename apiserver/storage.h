@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -69,7 +70,9 @@ class Watcher {
 
  private:
   friend class Storage;
-  void push(const Event& e);
+  // Queues the events under prefix_, waking the subscriber once (a commit's events arrive
+  // together, so it wakes once per commit, not once per event).
+  void push(std::span<const Event> events);
   const std::string prefix_;
   const size_t maxQueue_;
   mutable std::mutex mu_;
@@ -123,7 +126,8 @@ class Storage {
  private:
   Storage() = default;
   kube::Status exec(const char* sql);
-  void broadcast(const Event& e);
+  // Records a commit's events in the history and hands them to the watchers. With mu_.
+  void broadcast(std::span<const Event> events);
 
   // One decided write waiting for (or done with) its commit.
   struct Pending {

@@ -128,3 +128,62 @@ TEST_CASE("storage: deletes and refusals under concurrency") {
   CHECK(s.count() == 0);
   CHECK(s.currentRv() == 100);
 }
+
+TEST_CASE("storage: watchers get their prefix's events of each commit, and a replay starts after its revision") {
+  foxden_test::TempDir dir("foxden-storage-test");
+  auto opened = apiserver::Storage::open(dir.path + "/state.db");
+  REQUIRE(opened);
+  auto& s = **opened;
+  auto a = s.watch("core/a/", 0);
+  auto b = s.watch("core/b/", 0);
+  auto small = s.watch("core/", 0, 5);  // overflows: closed, never grows past its bound
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(small);
+
+  // Concurrent writers, so commits carry several writes of both prefixes.
+  constexpr int kThreads = 6, kPerThread = 100;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) (void)increment(s, std::string(t % 2 == 0 ? "core/a/k" : "core/b/k") + std::to_string(t));
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  auto drain = [](apiserver::Watcher& w, size_t want) {
+    std::vector<apiserver::Event> out;
+    while (out.size() < want && w.next(out, std::chrono::milliseconds(1000))) {
+    }
+    return out;
+  };
+  constexpr size_t kEach = kThreads / 2 * kPerThread;
+  auto ea = drain(**a, kEach);
+  auto eb = drain(**b, kEach);
+  REQUIRE(ea.size() == kEach);
+  REQUIRE(eb.size() == kEach);
+  for (size_t i = 0; i < kEach; ++i) {
+    CHECK(ea[i].key.rfind("core/a/", 0) == 0);
+    CHECK(eb[i].key.rfind("core/b/", 0) == 0);
+    if (i > 0) {
+      CHECK(ea[i].rv > ea[i - 1].rv);
+      CHECK(eb[i].rv > eb[i - 1].rv);
+    }
+  }
+  std::vector<apiserver::Event> few;
+  (void)(*small)->next(few, std::chrono::milliseconds(0));
+  CHECK(few.size() <= 5);
+  CHECK((*small)->closed());
+
+  // A watch from revision 300 replays exactly the later writes of its prefix, in order.
+  auto late = s.watch("core/b/", 300);
+  REQUIRE(late);
+  size_t want = 0;
+  for (const auto& e : eb) want += e.rv > 300 ? 1 : 0;
+  auto el = drain(**late, want);
+  REQUIRE(el.size() == want);
+  for (const auto& e : el) CHECK(e.rv > 300);
+  std::vector<apiserver::Event> extra;
+  (void)(*late)->next(extra, std::chrono::milliseconds(0));
+  CHECK(extra.empty());
+}
