@@ -41,6 +41,7 @@ TEST_CASE("storage: concurrent read-modify-writes lose nothing and revisions fol
   constexpr int kThreads = 8, kPerThread = 300, kKeys = 5;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
@@ -62,10 +63,10 @@ TEST_CASE("storage: concurrent read-modify-writes lose nothing and revisions fol
 
   // Every write once, in revision order, each event's old state the previous value of its key.
   std::vector<apiserver::Event> events;
-  while (events.size() < static_cast<size_t>(kThreads * kPerThread) &&
+  while (events.size() < static_cast<size_t>(kThreads) * kPerThread &&
          w.value()->next(events, std::chrono::milliseconds(1000))) {
   }
-  REQUIRE(events.size() == static_cast<size_t>(kThreads * kPerThread));
+  REQUIRE(events.size() == static_cast<size_t>(kThreads) * kPerThread);
   std::map<std::string, long> last;
   for (size_t i = 0; i < events.size(); ++i) {
     CHECK(events[i].rv == static_cast<int64_t>(i + 1));
@@ -94,6 +95,7 @@ TEST_CASE("storage: deletes and refusals under concurrency") {
   // Create-if-absent from many threads: exactly one wins per key.
   std::atomic<int> created{0};
   std::vector<std::thread> threads;
+  threads.reserve(6);
   for (int t = 0; t < 6; ++t) {
     threads.emplace_back([&] {
       for (int k = 0; k < 50; ++k) {
@@ -144,6 +146,7 @@ TEST_CASE("storage: watchers get their prefix's events of each commit, and a rep
   // Concurrent writers, so commits carry several writes of both prefixes.
   constexpr int kThreads = 6, kPerThread = 100;
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) (void)increment(s, std::string(t % 2 == 0 ? "core/a/k" : "core/b/k") + std::to_string(t));
@@ -157,7 +160,7 @@ TEST_CASE("storage: watchers get their prefix's events of each commit, and a rep
     }
     return out;
   };
-  constexpr size_t kEach = kThreads / 2 * kPerThread;
+  constexpr size_t kEach = static_cast<size_t>(kThreads / 2) * kPerThread;
   auto ea = drain(**a, kEach);
   auto eb = drain(**b, kEach);
   REQUIRE(ea.size() == kEach);
