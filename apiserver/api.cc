@@ -750,24 +750,15 @@ void Api::serveWatch(Call& c) {
   auto nextBookmark = std::chrono::steady_clock::now() +
                       std::chrono::seconds(options_.bookmarkIntervalSeconds);
   std::vector<Event> events;
-  auto lastEvents = std::chrono::steady_clock::time_point{};
+  StreamPacer pacer(kWatchBatchWindow);
   for (;;) {
     int64_t safeRv = storage_.currentRv();
     events.clear();
     bool open = (*watcher)->next(events, std::chrono::milliseconds(1000));
-    if (open && !events.empty()) {
-      // Under a stream of events (the last ones came less than kWatchBatchWindow ago), wait one
-      // window for more and send them together: one wake-up of this thread, one TLS record and
-      // one write for the lot, instead of one of each per event. A quiet watch (an agent's own
-      // allocations, one at a time) is never delayed.
-      auto now = std::chrono::steady_clock::now();
-      bool streaming = now - lastEvents < kWatchBatchWindow;
-      lastEvents = now;
-      if (streaming) {
-        std::this_thread::sleep_for(kWatchBatchWindow);
-        open = (*watcher)->next(events, std::chrono::milliseconds(0));
-      }
-    }
+    // Under a stream of events, wait one window for more and send them together: one wake-up of
+    // this thread, one TLS record and one write for the lot, instead of one of each per event. A
+    // quiet watch (an agent's own allocations, one at a time) is never delayed.
+    if (open && !events.empty() && pacer.pace()) open = (*watcher)->next(events, std::chrono::milliseconds(0));
     for (const auto& e : events) {
       bool newMatch = sel->empty() || sel->matches(*e.object);
       bool oldMatch = e.old ? (sel->empty() || sel->matches(*e.old)) : false;

@@ -3,7 +3,6 @@
 #include <chrono>
 #include <optional>
 #include <string_view>
-#include <thread>
 
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
@@ -136,7 +135,9 @@ void GarbageCollector::stop() {
 
 void GarbageCollector::run() {
   auto lastRetry = std::chrono::steady_clock::now();
-  auto lastEvents = std::chrono::steady_clock::time_point{};
+  // Under a stream of writes, the next events gather for a window and are taken in one wake-up,
+  // rather than one per commit: the collector's work is not on any request's path.
+  StreamPacer pacer(kBatchWindow);
   while (!stopping_) {
     size_t applied = 0;
     if (!drain(1000, &applied)) {
@@ -160,15 +161,7 @@ void GarbageCollector::run() {
       // Nothing is lost: a failed write leaves the store as it was; the next rebuild sees it.
       watcher_->close();
     }
-    if (applied > 0) {
-      // Under a stream of writes (events came less than a window ago), let the next ones gather
-      // for one window and take them in one wake-up, rather than wake once per commit: the
-      // collector's work is not on any request's path.
-      auto now = std::chrono::steady_clock::now();
-      bool streaming = now - lastEvents < kBatchWindow;
-      lastEvents = now;
-      if (streaming && !stopping_) std::this_thread::sleep_for(kBatchWindow);
-    }
+    if (applied > 0 && !stopping_) (void)pacer.pace();
   }
 }
 

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace apiserver {
 
@@ -27,11 +28,13 @@ bool Watcher::closed() const {
   return closed_;
 }
 
-void Watcher::push(std::span<const Event> events) {
+template <typename It>
+void Watcher::push(It first, It last) {
   std::lock_guard l(mu_);
   if (closed_) return;
   bool wasEmpty = queue_.empty();
-  for (const Event& e : events) {
+  for (; first != last; ++first) {
+    const Event& e = *first;
     if (e.key.compare(0, prefix_.size(), prefix_) != 0) continue;
     if (queue_.size() >= maxQueue_) {
       // Too slow a consumer: end its watch rather than grow without bound.
@@ -43,6 +46,14 @@ void Watcher::push(std::span<const Event> events) {
   }
   // The subscriber sleeps only on an empty queue: a queue that was not empty needs no wake-up.
   if (wasEmpty && !queue_.empty()) cv_.notify_all();
+}
+
+bool StreamPacer::pace() {
+  auto now = std::chrono::steady_clock::now();
+  bool streaming = now - last_ < window_;
+  last_ = now;
+  if (streaming) std::this_thread::sleep_for(window_);
+  return streaming;
 }
 
 Storage::~Storage() {
@@ -310,7 +321,7 @@ void Storage::broadcast(std::span<const Event> events) {
       prune = true;
       continue;
     }
-    s->push(events);
+    s->push(events.begin(), events.end());
   }
   if (prune) {
     std::erase_if(watchers_, [](const std::weak_ptr<Watcher>& w) { return w.expired(); });
@@ -328,8 +339,7 @@ kube::StatusOr<WatcherPtr> Storage::watch(const std::string& prefix, int64_t fro
   // The history is in revision order: replay what follows fromRv.
   auto from = std::upper_bound(history_.begin(), history_.end(), fromRv,
                                [](int64_t rv, const Event& e) { return rv < e.rv; });
-  std::vector<Event> replay(from, history_.end());
-  w->push(replay);
+  w->push(from, history_.end());
   watchers_.push_back(w);
   return w;
 }

@@ -70,9 +70,10 @@ class Watcher {
 
  private:
   friend class Storage;
-  // Queues the events under prefix_, waking the subscriber once (a commit's events arrive
-  // together, so it wakes once per commit, not once per event).
-  void push(std::span<const Event> events);
+  // Queues the events of [first, last) under prefix_, waking the subscriber once (a commit's
+  // events arrive together, so it wakes once per commit, not once per event).
+  template <typename It>
+  void push(It first, It last);
   const std::string prefix_;
   const size_t maxQueue_;
   mutable std::mutex mu_;
@@ -81,6 +82,20 @@ class Watcher {
   bool closed_ = false;      // guarded by mu_
 };
 using WatcherPtr = std::shared_ptr<Watcher>;
+
+// Paces a watcher's consumer under a stream of events: when events arrive less than one window
+// after the previous ones, it waits one window so that the next ones are taken in the same
+// wake-up. A quiet watcher (events further apart) is never delayed.
+class StreamPacer {
+ public:
+  explicit StreamPacer(std::chrono::microseconds window) : window_(window) {}
+  // Call when events have arrived. True if it waited (more events may have queued meanwhile).
+  bool pace();
+
+ private:
+  const std::chrono::microseconds window_;
+  std::chrono::steady_clock::time_point last_{};
+};
 
 // What a mutation decides, given the current entry.
 struct Mutation {
