@@ -4,13 +4,15 @@
 #include <utility>
 #include <pplx/threadpool.h>
 
-// The only file that sees cpprestsdk's client. Rules kept here (see the notes on cpprest):
+// newHttpClient(): requests (send, sendAll) through HttpPool (http_pool.h), watches (stream)
+// through cpprestsdk. The only file that sees cpprestsdk's client. Rules kept here (see the notes
+// on cpprest):
 //  - every pplx chain ends in a task-based continuation that turns exceptions into a Status, so
 //    no exception is ever left unobserved (that aborts the process);
 //  - continuations never block; only our callers' own threads wait on the final task;
-//  - bodies are read with extract_vector() (patch media types are "non-textual" to cpprest) and
-//    request bodies always carry an explicit content type.
+//  - request bodies always carry an explicit content type.
 #include "kube/http_client.h"
+#include "kube/http_pool.h"
 
 #include <cpprest/containerstream.h>
 #include <cpprest/http_client.h>
@@ -18,7 +20,6 @@
 #include <boost/asio/ssl.hpp>
 #include <algorithm>
 #include <cctype>
-#include <condition_variable>
 #include <cstdlib>
 #include <system_error>
 
@@ -103,14 +104,6 @@ struct OpenOutcome {
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-HttpResponse toResponse(const http::http_response& r, const std::vector<unsigned char>& body) {
-  HttpResponse out;
-  out.status = r.status_code();
-  for (const auto& h : r.headers()) out.headers[lower(h.first)] = h.second;
-  out.body.assign(body.begin(), body.end());
-  return out;
 }
 
 // Links a Canceller to a pplx cancellation source for as long as this object lives.
@@ -207,44 +200,27 @@ class CppRestLineStream final : public LineStream {
   bool eof_ = false;
 };
 
-class CppRestHttpClient final : public HttpClient {
+// Requests (send, sendAll) go through HttpPool (http_pool.h): one write per request and no
+// thread hand-offs. Watches (stream) stay on cpprestsdk.
+class KubeHttpClient final : public HttpClient {
  public:
-  CppRestHttpClient(std::unique_ptr<hc::http_client> client, std::unique_ptr<hc::http_client> streamClient,
-                    RestConfig config, HttpClientOptions options)
-      : client_(std::move(client)),
+  KubeHttpClient(std::unique_ptr<HttpPool> pool, std::unique_ptr<hc::http_client> streamClient, RestConfig config,
+                 HttpClientOptions options)
+      : pool_(std::move(pool)),
         streamClient_(std::move(streamClient)),
         config_(std::move(config)),
         options_(std::move(options)) {}
 
   StatusOr<HttpResponse> send(const HttpRequest& request, Canceller* cancel) override {
-    auto rq = buildRequest(request);
-    if (!rq) return rq.status();
-    pplx::cancellation_token_source cts;
-    CancelLink link(cancel, cts);
-    auto token = cts.get_token();
-    try {
-      // Waited for step by step rather than chained with then(): every continuation is one more
-      // hand-off between threads of the pplx pool, and those hand-offs were most of a request's
-      // CPU cost.
-      http::http_response r = client_->request(*rq, token).get();
-      return toResponse(r, r.extract_vector().get());
-    } catch (...) {
-      return currentExceptionToStatus(token);
-    }
+    SendAllOptions o;
+    o.maxInFlight = 1;
+    o.cancel = cancel;
+    return std::move(pool_->run(std::span<const HttpRequest>(&request, 1), o).front());
   }
 
-  // Asynchronous all the way: each response's continuation (on cpprest's pool) records it and
-  // starts the next request, and only the caller's thread waits, once. Sending the same requests
-  // from N threads of our own costs each request two more hand-offs between threads.
   std::vector<StatusOr<HttpResponse>> sendAll(const std::vector<HttpRequest>& requests,
                                               const SendAllOptions& options) override {
-    auto b = std::make_shared<Batch>(requests, options.gate);
-    CancelLink link(options.cancel, b->cts);
-    size_t starters = std::min(std::max<size_t>(options.maxInFlight, 1), requests.size());
-    for (size_t i = 0; i < starters; ++i) pump(b);
-    std::unique_lock l(b->mu);
-    b->cv.wait(l, [&] { return b->done == requests.size(); });
-    return std::move(b->out);
+    return pool_->run(requests, options);
   }
 
   StatusOr<LineStreamPtr> stream(const HttpRequest& request, Canceller* cancel) override {
@@ -278,71 +254,6 @@ class CppRestHttpClient final : public HttpClient {
   }
 
  private:
-  // One sendAll() call, shared with the continuations of its requests.
-  struct Batch {
-    Batch(const std::vector<HttpRequest>& r, std::function<Status(const HttpRequest&)> g)
-        : requests(r), gate(std::move(g)), out(r.size(), StatusOr<HttpResponse>(Status::internal("not sent"))) {}
-    const std::vector<HttpRequest>& requests;  // the caller's; it waits until done == size
-    const std::function<Status(const HttpRequest&)> gate;
-    pplx::cancellation_token_source cts;
-    std::mutex mu;
-    std::condition_variable cv;
-    size_t next = 0;                          // guarded by mu: the first request not yet started
-    size_t done = 0;                          // guarded by mu
-    std::vector<StatusOr<HttpResponse>> out;  // out[i] written once, under mu
-  };
-
-  // Records request i's outcome; true when requests remain to be started, which also means the
-  // caller is still waiting (so this client is still alive for pump()).
-  static bool complete(const std::shared_ptr<Batch>& b, size_t i, StatusOr<HttpResponse> r) {
-    std::lock_guard l(b->mu);
-    b->out[i] = std::move(r);
-    if (++b->done == b->requests.size()) b->cv.notify_all();
-    return b->next < b->requests.size();
-  }
-
-  // Starts the next request that is to be sent; records, without sending, those that the gate,
-  // a cancellation or a malformed request stop. Never blocks; never throws.
-  void pump(const std::shared_ptr<Batch>& b) {
-    auto token = b->cts.get_token();
-    for (;;) {
-      size_t i;
-      {
-        std::lock_guard l(b->mu);
-        if (b->next == b->requests.size()) return;
-        i = b->next++;
-      }
-      const HttpRequest& in = b->requests[i];
-      Status admitted = token.is_canceled() ? canceledStatus() : b->gate ? b->gate(in) : Status::ok();
-      StatusOr<http::http_request> rq = admitted ? buildRequest(in) : StatusOr<http::http_request>(admitted);
-      if (!rq) {
-        (void)complete(b, i, rq.status());
-        continue;
-      }
-      try {
-        client_->request(*rq, token)
-            .then([](http::http_response r) {  // NOLINT(performance-unnecessary-value-param): pplx passes the antecedent's result by value
-              return r.extract_vector().then([r](std::vector<unsigned char> v) {  // NOLINT(performance-unnecessary-value-param): as above
-                return toResponse(r, v);
-              });
-            })
-            .then([this, b, i, token](pplx::task<HttpResponse> t) {  // NOLINT(performance-unnecessary-value-param): pplx detects task-based continuations by a by-value task
-              StatusOr<HttpResponse> r = Status::internal("no response");
-              try {
-                r = t.get();
-              } catch (...) {
-                r = currentExceptionToStatus(token);
-              }
-              if (complete(b, i, std::move(r))) pump(b);
-            });
-      } catch (...) {
-        (void)complete(b, i, currentExceptionToStatus(token));
-        continue;
-      }
-      return;
-    }
-  }
-
   StatusOr<http::http_request> buildRequest(const HttpRequest& in) const {
     if (!in.body.empty() && in.contentType.empty()) {
       return Status::internal("HTTP request to " + in.target + " has a body but no content type");
@@ -365,7 +276,7 @@ class CppRestHttpClient final : public HttpClient {
     }
   }
 
-  const std::unique_ptr<hc::http_client> client_;
+  const std::unique_ptr<HttpPool> pool_;
   const std::unique_ptr<hc::http_client> streamClient_;
   const RestConfig config_;
   const HttpClientOptions options_;
@@ -418,12 +329,13 @@ StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOption
     }
     return cfg;
   };
+  auto pool = HttpPool::create(config, options);
+  if (!pool) return pool.status();
   try {
     web::uri base(config.server);
-    auto client = std::make_unique<hc::http_client>(base, makeConfig(options.requestTimeout));
     auto streamClient = std::make_unique<hc::http_client>(base, makeConfig(options.streamIdleTimeout));
-    return HttpClientPtr(std::make_shared<CppRestHttpClient>(std::move(client), std::move(streamClient), config,
-                                                             std::move(options)));
+    return HttpClientPtr(std::make_shared<KubeHttpClient>(std::move(*pool), std::move(streamClient), config,
+                                                          std::move(options)));
   } catch (const std::exception& e) {
     return Status::invalid("cannot create HTTP client for " + config.server + ": " + e.what());
   }

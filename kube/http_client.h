@@ -1,7 +1,8 @@
 #pragma once
 // The client half of Foxden's HTTP seam: a small abstract HttpClient (one request -> status,
 // headers, body; or a streaming request whose body is read line by line, as watches are) and
-// newHttpClient(), its one implementation on cpprestsdk. cpprest headers stay inside
+// newHttpClient(), its one implementation: requests over kube/http_pool.h (HTTP/1.1 on OpenSSL,
+// driven by poll() on the calling thread), streams on cpprestsdk. cpprest headers stay inside
 // http_client.cc (they cost ~12 s of compile per translation unit).
 //
 // Threading: an HttpClient may be used from many threads at once. Its calls block the calling
@@ -87,15 +88,16 @@ class HttpClient {
   [[nodiscard]] virtual StatusOr<LineStreamPtr> stream(const HttpRequest& request,
                                                        Canceller* cancel = nullptr) = 0;
   // Sends every request, up to options.maxInFlight at a time, and returns their outcomes in the
-  // requests' order (each as send() would). Blocks the calling thread until all are done; only
-  // this thread waits, however many requests there are. This default sends them one by one.
+  // requests' order (each as send() would). Blocks the calling thread until all are done; that
+  // thread alone does the work, however many requests there are. This default sends them one by
+  // one.
   [[nodiscard]] virtual std::vector<StatusOr<HttpResponse>> sendAll(const std::vector<HttpRequest>& requests,
                                                                     const SendAllOptions& options);
 };
 using HttpClientPtr = std::shared_ptr<HttpClient>;
 
 struct HttpClientOptions {
-  // cpprest's timeout is an inactivity timer (reset on every received chunk), not a deadline.
+  // An inactivity timer (reset whenever bytes move), not a deadline.
   std::chrono::seconds requestTimeout{30};
   // Watches are kept alive by bookmarks and end by timeoutSeconds; this only catches dead peers.
   std::chrono::seconds streamIdleTimeout{300};
@@ -105,14 +107,14 @@ struct HttpClientOptions {
 // Status code used for requests ended by a Canceller or LineStream::cancel().
 inline constexpr int kCanceledCode = 499;
 
-// Builds the cpprestsdk-backed client for `config` (TLS from the PEMs in memory, bearer token).
+// Builds the client for `config` (TLS from the PEMs in memory, bearer token).
 // Does not initialise cpprest's thread pool: main() may call
 // crossplat::threadpool::initialize_with_threads() once, before any client exists.
 [[nodiscard]] StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options = {});
 
 // Sizes cpprest's shared thread pool (default 40). Call once, in main(), before any client exists.
-// The pool runs only the asynchronous I/O inside requests (our calls block their own threads), so
-// a small pool is enough, and a large one adds wake-ups between its threads to every request.
+// The pool runs only the asynchronous I/O of watches (our calls block their own threads), so a
+// small pool is enough, and a large one adds wake-ups between its threads.
 void initHttpClientThreads(size_t threads);
 
 // For a process whose only TLS peer is the API server of `config`: when the config carries a CA
