@@ -13,7 +13,9 @@
 #     GPU constraint on a GPU class;
 #  3. reconciles per second: 500 small Jobs created at once;
 #  4. the placements of 2. again with hollow workers that only watch (they report nothing while it
-#     runs), as scheduler_perf's nodes run no kubelet: one API write per placement.
+#     runs), as scheduler_perf's nodes run no kubelet: one API write per placement;
+#  5. the placements of 4. with the operator pinned to one core (taskset), the API server and the
+#     hollow workers on the other cores.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$SRC/build}
@@ -177,7 +179,14 @@ measure() {  # measure NAME COUNT LIMITS CONSTRAINTS [PHASE]
     printf "  steady rate: %.0f/s (%d placements from %.2f s to %.2f s after the apply)\n" \
       "$(echo "($2 - $nf) / ($end - $tf)" | bc -l)" $(($2 - nf)) "$(echo "$tf - $t0" | bc -l)" "$(echo "$end - $t0" | bc -l)"
   fi
-  cpu_report "$c0" "$(cpu_all)" "$2"
+  local c1
+  c1=$(cpu_all)
+  cpu_report "$c0" "$c1" "$2"
+  # The operator's share of one core over the run, and so the rate one core of it would carry.
+  read -r _ o0 _ <<<"$c0"
+  read -r _ o1 _ <<<"$c1"
+  printf "  operator busy %.0f%% of one core over the run: %.0f placements/s per operator core\n" \
+    "$(echo "($o1 - $o0) / (($end - $t0) * 10)" | bc -l)" "$(echo "$2 * 1000 / ($o1 - $o0 + 0.001)" | bc -l)"
   requests_snapshot "$WORK/req1"
   requests_report "$WORK/req0" "$WORK/req1" "$2"
   stat "$H" patches
@@ -248,3 +257,22 @@ echo "workers that only watch:"
 measure plain-watch-only 5000 "" "[]" Pending
 sleep 2  # the operator's follow-up on the first Job (its status) is not counted against the second
 measure gpu-watch-only 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]" Pending
+
+# 5. "On one core", as the issue asks: the operator pinned to one CPU (taskset, every thread), the
+# API server and the hollow workers on the others; workers that only watch. Needs 2 CPUs.
+if [ "$(nproc)" -ge 2 ]; then
+  stop_all
+  start_server 4
+  H=h5kp
+  start_hollow h5kp --classes "$WORK/classes.yaml" --prefix r --start-delay-ms 3600000 --no-pending --renew-seconds 30 --lease-seconds 120
+  start_operator --worker-grace-period 300s
+  others=1
+  [ "$(nproc)" -gt 2 ] && others="1-$(($(nproc) - 1))"
+  taskset -a -p -c 0 "$OP_PID" >/dev/null
+  taskset -a -p -c "$others" "$SRV_PID" >/dev/null
+  taskset -a -p -c "$others" "$HOLLOW_PID" >/dev/null
+  echo "operator on one core (CPU 0; the server and the hollow workers on CPUs $others), workers that only watch:"
+  measure plain-one-core 5000 "" "[]" Pending
+  sleep 2
+  measure gpu-one-core 2000 "nvidia.com/gpu: 1" "[{key: foxden.io/gpu-model, operator: In, values: [H100]}]" Pending
+fi
