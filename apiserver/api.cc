@@ -12,6 +12,7 @@
 #include "apiserver/protobuf.h"
 #include "apiserver/schema.h"
 #include "apiserver/selectors.h"
+#include "kube/thread_name.h"
 #include "kube/kubeconfig.h"
 #include "kube/labels.h"
 #include "kube/timeutil.h"
@@ -668,6 +669,11 @@ void Api::serveList(Call& c) {
 }
 
 void Api::serveWatch(Call& c) {
+  // The connection's thread is a watch while it streams (as `top -H` and perf show it).
+  kube::nameThread("api-watch");
+  struct Renamer {
+    ~Renamer() { kube::nameThread("http-conn"); }
+  } renamer;
   auto sel = Selectors::parse(c.param("labelSelector"), c.param("fieldSelector"), *c.rt);
   if (!sel) {
     c.fail(sel.status());

@@ -1,4 +1,5 @@
 #include "apiserver/gc.h"
+#include "kube/thread_name.h"
 
 #include <chrono>
 #include <optional>
@@ -121,7 +122,10 @@ std::optional<Json> parseMetadata(const std::string& json) {
 
 void GarbageCollector::start() {
   rebuild();
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    kube::nameThread("api-gc");
+    run();
+  });
 }
 
 void GarbageCollector::stop() {

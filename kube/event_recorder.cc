@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "kube/timeutil.h"
+#include "kube/thread_name.h"
 
 namespace kube {
 
@@ -17,7 +18,10 @@ const ResourceRef kEvents{"", "v1", "events", "", "", ""};
 
 EventRecorder::EventRecorder(RestClientPtr client, EventRecorderOptions options)
     : client_(std::move(client)), options_(std::move(options)) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    nameThread("event-recorder");
+    run();
+  });
 }
 
 EventRecorder::~EventRecorder() { stop(); }

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "kube/http_server.h"
+#include "kube/thread_name.h"
 
 namespace kube {
 
@@ -197,8 +198,14 @@ class BeastServer final : public HttpServer {
       return Status::unavailable("cannot listen on " + opts_.host + ":" +
                                  std::to_string(opts_.port) + ": " + e.what());
     }
-    acceptThread_ = std::thread([this] { acceptLoop(); });
-    reaperThread_ = std::thread([this] { reapLoop(); });
+    acceptThread_ = std::thread([this] {
+      nameThread("http-accept");
+      acceptLoop();
+    });
+    reaperThread_ = std::thread([this] {
+      nameThread("http-reaper");
+      reapLoop();
+    });
     return Status::ok();
   }
 
@@ -251,6 +258,7 @@ class BeastServer final : public HttpServer {
       conns_.push_back(state.get());
       uint64_t id = nextThreadId_++;
       threads_.emplace(id, std::thread([this, s = std::move(sock), state, id]() mutable {
+        nameThread("http-conn");
         try {
           serve(std::move(s), *state);
         } catch (const std::exception&) {

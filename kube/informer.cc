@@ -1,4 +1,5 @@
 #include "kube/informer.h"
+#include "kube/thread_name.h"
 
 #include <iostream>
 #include <random>
@@ -36,7 +37,10 @@ void Informer::start() {
   std::lock_guard<std::mutex> l(mu_);
   if (started_ || stopping_) return;
   started_ = true;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    nameThread("informer");
+    run();
+  });
 }
 
 void Informer::stop() {

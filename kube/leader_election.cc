@@ -4,6 +4,7 @@
 #include <random>
 
 #include "kube/timeutil.h"
+#include "kube/thread_name.h"
 
 namespace kube {
 
@@ -37,7 +38,10 @@ void LeaderElector::start() {
   std::lock_guard<std::mutex> l(mu_);
   if (started_ || stopping_) return;
   started_ = true;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    nameThread("leader-elect");
+    run();
+  });
 }
 
 void LeaderElector::stop() {

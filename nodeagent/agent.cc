@@ -21,6 +21,7 @@
 #include "kube/node_lease.h"
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
+#include "kube/thread_name.h"
 
 namespace nodeagent {
 
@@ -482,7 +483,10 @@ Status Agent::run(const std::atomic<bool>& stop) {
                               },
                               [this](const kube::JsonPtr& o) { queue_.add(kube::Informer::keyOf(*o)); }});
   informer_->start();
-  std::thread syncer([this] { syncLoop(); });
+  std::thread syncer([this] {
+    kube::nameThread("agent-sync");
+    syncLoop();
+  });
   bool reaped = false;
   auto nextGc = std::chrono::steady_clock::now();
   auto nextStatus = std::chrono::steady_clock::now() + std::chrono::seconds(options_.workerStatusSeconds);

@@ -1,4 +1,5 @@
 #include "nodeagent/spare_pool.h"
+#include "kube/thread_name.h"
 
 #include <utility>
 
@@ -7,7 +8,10 @@ namespace nodeagent {
 SparePool::SparePool(size_t size, std::function<bool(size_t)> make, std::chrono::milliseconds refillDelay,
                      std::chrono::milliseconds retryDelay)
     : size_(size), make_(std::move(make)), refillDelay_(refillDelay), retryDelay_(retryDelay) {
-  if (size_ > 0) filler_ = std::thread([this] { fill(); });
+  if (size_ > 0) filler_ = std::thread([this] {
+    kube::nameThread("spare-pool");
+    fill();
+  });
 }
 
 SparePool::~SparePool() { stop(); }

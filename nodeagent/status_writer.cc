@@ -1,11 +1,15 @@
 #include "nodeagent/status_writer.h"
+#include "kube/thread_name.h"
 
 #include <chrono>
 #include <vector>
 
 namespace nodeagent {
 
-void StatusWriter::start() { thread_ = std::thread([this] { run(); }); }
+void StatusWriter::start() { thread_ = std::thread([this] {
+    kube::nameThread("status-writer");
+    run();
+  }); }
 
 void StatusWriter::stop() {
   {

@@ -21,6 +21,7 @@
 #include "kube/timeutil.h"
 #include "kube/workqueue.h"
 #include "operator/controller.h"
+#include "kube/thread_name.h"
 
 namespace op {
 
@@ -47,7 +48,10 @@ class ReconcileLoop {
     kube::WorkQueue* q = &queue_;
     ctx.metrics->gauge("foxden_operator_workqueue_depth", "Keys waiting in the work queue.", l,
                        [q] { return static_cast<double>(q->len()); });
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { run(); });
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] {
+      kube::nameThread(name_);
+      run();
+    });
   }
 
   void stop() {

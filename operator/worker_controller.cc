@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "kube/json.h"
+#include "kube/thread_name.h"
 
 namespace op {
 
@@ -212,7 +213,10 @@ void WorkerController::start(const ControllerContext& ctx) {
                      [m] { return static_cast<double>(m->allocationsMarkedLost()); });
   ctx.metrics->gauge("foxden_operator_eviction_storm", "1 while too many workers are dark to mark allocations Lost.", "",
                      [m] { return m->inStorm() ? 1.0 : 0.0; });
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    kube::nameThread("worker-ctl");
+    run();
+  });
 }
 
 void WorkerController::stop() {

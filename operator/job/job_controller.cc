@@ -5,6 +5,7 @@
 
 #include "kube/quantity.h"
 #include "kube/timeutil.h"
+#include "kube/thread_name.h"
 
 namespace op {
 
@@ -286,7 +287,10 @@ void JobController::start(const ControllerContext& ctx) {
     std::lock_guard l(placementMu_);
     scheduler_ = std::make_unique<scheduler::Scheduler>(state_, options_.scheduler);
   }
-  for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker(); });
+  for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] {
+    kube::nameThread("job-ctl");
+    worker();
+  });
 }
 
 void JobController::stop() {
