@@ -695,6 +695,9 @@ class Exchange {
               s.events = io == Io::WantRead ? POLLIN : POLLOUT;
               return true;
             }
+            // A server may answer before it has read the whole request (413 for a body over its
+            // limit) and close: its answer is a better outcome than the broken write.
+            if (salvage(s)) return complete(s, /*reusable=*/false);
             if (failed(s, "writing to " + peer() + ": " + (io == Io::Eof ? "connection closed" : err))) break;
             return false;
           }
@@ -794,8 +797,31 @@ class Exchange {
     return false;
   }
 
+  // After a failed write: reads whatever the server had already sent. True when that is a
+  // whole response.
+  bool salvage(Slot& s) {
+    std::string err;
+    for (;;) {
+      size_t old = s.in.size();
+      s.in.resize(old + kReadChunk);
+      size_t n = 0;
+      Io io = readSome(*s.conn, s.in.data() + old, kReadChunk, n, err);
+      s.in.resize(old + n);
+      if (io != Io::Ok) {
+        if (io != Io::Eof || s.received == 0) return false;
+        boost::beast::error_code ec;
+        s.parser->put_eof(ec);
+        return !ec && s.parser->is_done();
+      }
+      s.received += n;
+      boost::beast::error_code ec;
+      if (parse(s, ec)) return true;
+      if (ec) return false;
+    }
+  }
+
   // s's response is whole: records it and keeps the connection when the server allows.
-  bool complete(Slot& s) {
+  bool complete(Slot& s, bool reusable = true) {
     auto& msg = s.parser->get();
     HttpResponse r;
     r.status = static_cast<int>(msg.result_int());
@@ -805,7 +831,8 @@ class Exchange {
       if (!added) it->second.append(", ").append(value);
     }
     r.body = std::move(msg.body());
-    bool reusable = msg.keep_alive() && s.inPos == s.in.size() && (s.conn->ssl == nullptr || SSL_pending(s.conn->ssl) == 0);
+    reusable = reusable && msg.keep_alive() && s.inPos == s.in.size() &&
+               (s.conn->ssl == nullptr || SSL_pending(s.conn->ssl) == 0);
     if (reusable) pool_.giveBack(std::move(s.conn));
     return end(s, std::move(r));
   }

@@ -36,6 +36,9 @@ class HttpPool {
   // request that cannot be written (a CR or LF in a header, a target that is not a path) 400
   // BadRequest without being sent.
   //
+  // A server that answers before reading the whole request and closes (413 for a body over its
+  // limit) breaks the write; the answer that had arrived is then the outcome, not a 503.
+  //
   // A request that fails on a kept-alive connection before any byte of its response arrived is
   // sent once more on a new connection when it is idempotent (GET, HEAD, PUT, DELETE, OPTIONS) or
   // when not all of it was written; a create or a patch that may have reached the server is not.
