@@ -47,7 +47,7 @@ Issued issue(const char* cn, const Issued* issuer, bool ca, const char* san) {
   static long serial = 1;
   ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
   X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 24L * 3600);
   X509_set_pubkey(x, out.key.get());
   X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                              reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
