@@ -75,8 +75,6 @@ namespace http = web::http;
 namespace hc = web::http::client;
 namespace ssl = boost::asio::ssl;
 
-Status canceledStatus() { return Status(kCanceledCode, "Canceled", "request canceled"); }
-
 // Converts whatever a pplx task threw. Must be called inside a catch block.
 Status currentExceptionToStatus(const pplx::cancellation_token& token) {
   if (token.is_canceled()) return canceledStatus();
@@ -302,10 +300,7 @@ Status applyTls(ssl::context& ctx, const RestConfig& c) {
 
 StatusOr<HttpClientPtr> newHttpClient(const RestConfig& config, HttpClientOptions options) {
   if (config.server.empty()) return Status::invalid("no API server URL configured");
-  bool tls = config.server.rfind("https://", 0) == 0;
-  if (!tls && config.server.rfind("http://", 0) != 0) {
-    return Status::invalid("API server URL must start with http:// or https://: " + config.server);
-  }
+  bool tls = config.server.rfind("https://", 0) == 0;  // (HttpPool::create checks the URL whole)
   if (tls) {
     // Check the PEMs now: inside cpprest's callback a failure could not be reported.
     ssl::context probe(ssl::context::tls_client);

@@ -106,6 +106,8 @@ struct HttpClientOptions {
 
 // Status code used for requests ended by a Canceller or LineStream::cancel().
 inline constexpr int kCanceledCode = 499;
+// The outcome of such a request.
+inline Status canceledStatus() { return Status(kCanceledCode, "Canceled", "request canceled"); }
 
 // Builds the client for `config` (TLS from the PEMs in memory, bearer token).
 // Does not initialise cpprest's thread pool: main() may call

@@ -48,8 +48,6 @@ constexpr uint32_t kHeaderLimit = 64 * 1024;
 // longer than this is closed rather than reused.
 constexpr auto kMaxIdleAge = std::chrono::seconds(60);
 
-Status canceledStatus() { return Status(kCanceledCode, "Canceled", "request canceled"); }
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -672,10 +670,7 @@ class Exchange {
             continue;
           }
           Io io = sslOutcome(s.conn->ssl, rc, err);
-          if (io == Io::WantRead || io == Io::WantWrite) {
-            s.events = io == Io::WantRead ? POLLIN : POLLOUT;
-            return true;
-          }
+          if (isWait(io)) return waitFor(s, io);
           long verify = SSL_get_verify_result(s.conn->ssl);
           std::string why = verify != X509_V_OK ? std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify)
                             : io == Io::Eof    ? std::string("the server closed the connection")
@@ -683,61 +678,81 @@ class Exchange {
           return end(s, Status::unavailable("HTTP transport error: TLS handshake with " + peer() + ": " + why));
         }
         case Step::Write: {
-          while (s.written < s.out.size()) {
-            size_t n = 0;
-            Io io = writeSome(*s.conn, s.out.data() + s.written, s.out.size() - s.written, n, err);
-            if (io == Io::Ok) {
-              s.written += n;
-              progress(s);
-              continue;
-            }
-            if (io == Io::WantRead || io == Io::WantWrite) {
-              s.events = io == Io::WantRead ? POLLIN : POLLOUT;
-              return true;
-            }
-            // A server may answer before it has read the whole request (413 for a body over its
-            // limit) and close: its answer is a better outcome than the broken write.
-            if (salvage(s)) return complete(s, /*reusable=*/false);
-            if (failed(s, "writing to " + peer() + ": " + (io == Io::Eof ? "connection closed" : err))) break;
-            return false;
+          Io io = sendRest(s, err);
+          if (io == Io::Ok) {
+            s.step = Step::Read;
+            s.events = POLLIN;
+            return true;  // (the answer cannot be there yet)
           }
-          if (s.written < s.out.size()) continue;  // restarted
-          s.step = Step::Read;
-          s.events = POLLIN;
-          return true;  // (the answer cannot be there yet)
+          if (isWait(io)) return waitFor(s, io);
+          // A server may answer before it has read the whole request (413 for a body over its
+          // limit) and close: its answer is a better outcome than the broken write.
+          Io readIo = Io::Ok;
+          std::string readErr;
+          if (receive(s, readIo, readErr)) return complete(s, /*reusable=*/false);
+          if (failed(s, "writing to " + peer() + ": " + (io == Io::Eof ? "connection closed" : err))) continue;
+          return false;
         }
         case Step::Read: {
-          for (;;) {
-            size_t old = s.in.size();
-            s.in.resize(old + kReadChunk);
-            size_t n = 0;
-            Io io = readSome(*s.conn, s.in.data() + old, kReadChunk, n, err);
-            s.in.resize(old + n);
-            if (io == Io::Ok) {
-              s.received += n;
-              progress(s);
-              boost::beast::error_code ec;
-              if (parse(s, ec)) return complete(s);
-              if (ec) return end(s, Status::unavailable("HTTP transport error: bad response from " + peer() + ": " + ec.message()));
-              continue;
-            }
-            if (io == Io::WantRead || io == Io::WantWrite) {
-              s.events = io == Io::WantRead ? POLLIN : POLLOUT;
-              return true;
-            }
-            if (io == Io::Eof && s.received > 0) {
-              boost::beast::error_code ec;
-              s.parser->put_eof(ec);  // a body that ends with the connection
-              if (!ec && s.parser->is_done()) return complete(s);
-            }
-            std::string why = io == Io::Eof ? (s.received == 0 ? "the server closed the connection before answering"
-                                                               : "the server closed the connection in the middle of the response")
-                                            : "reading from " + peer() + ": " + err;
-            if (failed(s, why)) break;
-            return false;
-          }
-          continue;  // restarted
+          boost::beast::error_code ec;
+          Io io = Io::Ok;
+          if (receive(s, io, err, &ec)) return complete(s);
+          if (ec) return end(s, Status::unavailable("HTTP transport error: bad response from " + peer() + ": " + ec.message()));
+          if (isWait(io)) return waitFor(s, io);
+          std::string why = io == Io::Eof ? (s.received == 0 ? "the server closed the connection before answering"
+                                                             : "the server closed the connection in the middle of the response")
+                                          : "reading from " + peer() + ": " + err;
+          if (failed(s, why)) continue;  // restarted
+          return false;
         }
+      }
+    }
+  }
+
+  static bool isWait(Io io) { return io == Io::WantRead || io == Io::WantWrite; }
+
+  // s waits for what `io` (WantRead or WantWrite) asks of its socket. Returns true (for step()).
+  static bool waitFor(Slot& s, Io io) {
+    s.events = io == Io::WantRead ? POLLIN : POLLOUT;
+    return true;
+  }
+
+  // Writes what is left of s's request. Ok once all of it is written; else why it stopped.
+  Io sendRest(Slot& s, std::string& err) {
+    while (s.written < s.out.size()) {
+      size_t n = 0;
+      Io io = writeSome(*s.conn, s.out.data() + s.written, s.out.size() - s.written, n, err);
+      if (io != Io::Ok) return io;
+      s.written += n;
+      progress(s);
+    }
+    return Io::Ok;
+  }
+
+  // Reads what has arrived on s's connection into its parser. True: the response is whole (a body
+  // that ends with the connection included). False: `io` says why reading stopped (WantRead or
+  // WantWrite: nothing more yet; Eof; Error, with `err`), or `ec`, when given, why the bytes are
+  // not HTTP.
+  bool receive(Slot& s, Io& io, std::string& err, boost::beast::error_code* ec = nullptr) {
+    boost::beast::error_code parseError;
+    for (;;) {
+      size_t old = s.in.size();
+      s.in.resize(old + kReadChunk);
+      size_t n = 0;
+      io = readSome(*s.conn, s.in.data() + old, kReadChunk, n, err);
+      s.in.resize(old + n);
+      if (io != Io::Ok) {
+        if (io != Io::Eof || s.received == 0) return false;
+        boost::beast::error_code eofError;
+        s.parser->put_eof(eofError);  // a body that ends with the connection
+        return !eofError && s.parser->is_done();
+      }
+      s.received += n;
+      progress(s);
+      if (parse(s, parseError)) return true;
+      if (parseError) {
+        if (ec != nullptr) *ec = parseError;
+        return false;
       }
     }
   }
@@ -795,29 +810,6 @@ class Exchange {
       s.inPos = 0;
     }
     return false;
-  }
-
-  // After a failed write: reads whatever the server had already sent. True when that is a
-  // whole response.
-  bool salvage(Slot& s) {
-    std::string err;
-    for (;;) {
-      size_t old = s.in.size();
-      s.in.resize(old + kReadChunk);
-      size_t n = 0;
-      Io io = readSome(*s.conn, s.in.data() + old, kReadChunk, n, err);
-      s.in.resize(old + n);
-      if (io != Io::Ok) {
-        if (io != Io::Eof || s.received == 0) return false;
-        boost::beast::error_code ec;
-        s.parser->put_eof(ec);
-        return !ec && s.parser->is_done();
-      }
-      s.received += n;
-      boost::beast::error_code ec;
-      if (parse(s, ec)) return true;
-      if (ec) return false;
-    }
   }
 
   // s's response is whole: records it and keeps the connection when the server allows.
